@@ -1,0 +1,80 @@
+"""Base model, Problem (RFC 9457), provenance and the text-input shapes every kind shares."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# A prompt is bounded in characters here (cheap, before any tokenizer); the token limit
+# (`Limits.max_prompt_tokens`) is checked with the model's own tokenizer.
+MAX_PROMPT_CHARS = 32_768
+
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+ModelId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")]
+
+
+class Strict(BaseModel):
+    """Base of every wire model: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(BaseModel):
+    """One failing field of a validation error."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    ctx: dict[str, Any] | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, used for every error the API answers and every failed job."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ChatMessage(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
+class TextInput(Strict):
+    """`prompt` (a string) or `messages` (chat turns rendered with the model's chat template)."""
+
+    prompt: Prompt | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=64)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of_prompt_or_messages(self) -> TextInput:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` or `messages`")
+        if self.messages is not None and not any(m.content for m in self.messages):
+            raise ValueError("`messages` has no content")
+        return self
+
+
+class Provenance(BaseModel):
+    """Where a result came from: enough to reproduce it."""
+
+    model: str
+    revision: str | None = None
+    dtype: str
+    device: str
+    kind: str
+    method: str | None = None
+    params: dict[str, Any]
+    versions: dict[str, str]
+    elapsed_s: float
+
+
+class Result(Strict):
+    """Base of every kind's result."""
+
+    provenance: Provenance | None = None

@@ -1,0 +1,109 @@
+"""Job kinds, statuses, the discriminated `JobRequest` and the `JobView` the API answers.
+
+Adding a kind: write `schemas/kinds/<kind>.py` and add one line to `KINDS`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated, Any, Literal, NamedTuple, Union
+
+from pydantic import AnyHttpUrl, BaseModel, Field, TypeAdapter, create_model
+
+from schemas.common import FieldError, ModelId, Problem, Strict
+from schemas.kinds import attribution, generate
+from schemas.limits import Limits
+
+
+class KindSpec(NamedTuple):
+    input: type[Strict]
+    params: type[Strict]
+    result: type[BaseModel]
+    tasks: tuple[str, ...]  # model tasks that can run it: "causal_lm", "encoder"
+    timeout_s: int = 600  # RQ job timeout and the deadline checked between batches
+
+
+KINDS: dict[str, KindSpec] = {
+    "attribution": KindSpec(
+        attribution.AttributionInput, attribution.AttributionParams, attribution.AttributionResult, ("causal_lm",), 900
+    ),
+    "generate": KindSpec(generate.GenerateInput, generate.GenerateParams, generate.GenerateResult, ("causal_lm",), 300),
+}
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    started = "started"
+    finished = "finished"
+    failed = "failed"
+    canceled = "canceled"
+
+
+WebhookEvent = Literal["started", "finished", "failed", "canceled"]
+
+
+class Webhook(Strict):
+    url: AnyHttpUrl
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=4)] = ["finished", "failed"]
+    secret: Annotated[str, Field(min_length=16, max_length=256)] | None = Field(
+        None, description="Standard Webhooks secret (whsec_...); default: the tenant's configured one"
+    )
+
+
+class JobBase(Strict):
+    model: ModelId
+    webhook: Webhook | None = None
+
+    def over_limits(self, limits: Limits) -> list[FieldError]:
+        """Setting-based limits this request breaks (the schema holds the hard caps)."""
+        errors: list[FieldError] = []
+        for part in (self.input, self.params):  # type: ignore[attr-defined]
+            check = getattr(part, "over_limits", None)
+            if check is not None:
+                errors.extend(check(limits))
+        return errors
+
+
+def _job_model(kind: str, spec: KindSpec) -> type[JobBase]:
+    name = "".join(w.capitalize() for w in kind.split("_")) + "Job"
+    return create_model(
+        name,
+        __base__=JobBase,
+        kind=(Literal[kind], ...),  # type: ignore[valid-type]
+        input=(spec.input, ...),
+        params=(spec.params, Field(default_factory=spec.params)),
+    )
+
+
+JOB_MODELS: dict[str, type[JobBase]] = {kind: _job_model(kind, spec) for kind, spec in KINDS.items()}
+JobRequest = Annotated[Union[tuple(JOB_MODELS.values())], Field(discriminator="kind")]  # type: ignore[valid-type]
+job_request_adapter: TypeAdapter[Any] = TypeAdapter(JobRequest)
+
+
+def parse_job(payload: dict[str, Any]) -> JobBase:
+    return job_request_adapter.validate_python(payload)
+
+
+class JobLinks(BaseModel):
+    self: str
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    model: str
+    status: JobStatus
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    progress: float | None = Field(None, ge=0.0, le=1.0)
+    queue_position: int | None = None
+    result: dict[str, Any] | None = None
+    error: Problem | None = None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next: str | None = None

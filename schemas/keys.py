@@ -1,0 +1,30 @@
+"""Redis key names both sides agree on (strings only: schemas/ never talks to Redis)."""
+
+PREFIX = "lantern"
+
+
+def queue_name(model_id: str) -> str:
+    """One RQ queue per model id."""
+    return f"{PREFIX}:{model_id}"
+
+
+def worker_key(worker_name: str) -> str:
+    """A live worker's facts (JSON), kept alive by its heartbeat TTL."""
+    return f"{PREFIX}:worker:{worker_name}"
+
+
+WORKER_PATTERN = f"{PREFIX}:worker:*"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{PREFIX}:cancel:{job_id}"
+
+
+def jobs_index_key(owner: str) -> str:
+    """Sorted set of an owner's job ids, scored by submit time."""
+    return f"{PREFIX}:jobs:{owner}"
+
+
+def run_seconds_key(model_id: str) -> str:
+    """Hash kind -> moving average of run seconds, for Retry-After estimates."""
+    return f"{PREFIX}:runtime:{model_id}"

@@ -1,0 +1,1 @@
+"""One module per job kind: <Kind>Input, <Kind>Params, <Kind>Result."""

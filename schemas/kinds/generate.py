@@ -1,0 +1,39 @@
+"""`generate`: greedy or sampled continuation with per-token log-probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from pydantic import Field
+
+from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.limits import Limits, over
+
+
+class GenerateInput(TextInput):
+    pass
+
+
+class GenerateParams(Strict):
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
+    temperature: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+    top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    top_k: Annotated[int, Field(ge=0, le=100_000)] = 0
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    stop_at_eos: bool = True
+
+    def over_limits(self, limits: Limits) -> Iterator[FieldError]:
+        if self.max_new_tokens > limits.max_new_tokens:
+            yield over(["params", "max_new_tokens"], self.max_new_tokens, "max_new_tokens", limits.max_new_tokens)
+
+
+class GenerateResult(Result):
+    text: str
+    tokens: list[str]
+    token_ids: list[int]
+    token_logprobs: list[float] = Field(
+        description="log p(token | prefix) under the model's untempered distribution"
+    )
+    finish_reason: str
+    prompt_tokens: int

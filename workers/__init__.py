@@ -1,0 +1,1 @@
+"""Everything that imports torch and transformers: model loading, methods, the RQ worker."""

@@ -1,0 +1,33 @@
+"""How many token positions one forward+backward may carry, so batches fit the device."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from workers.models.loading import LM
+
+# CPU default: about 1.4 MB of saved activations per token on SmolLM2 (30 layers) -> ~3 GB.
+DEFAULT_CPU_BATCH_TOKENS = 2048
+
+
+def batch_tokens(lm: LM, with_grad: bool = True) -> int:
+    """Token positions per batch: `LANTERN_BATCH_TOKENS` if set, else sized from free memory."""
+    if env := os.environ.get("LANTERN_BATCH_TOKENS"):
+        return max(1, int(env))
+    if lm.device.type != "cuda":
+        return DEFAULT_CPU_BATCH_TOKENS * (1 if with_grad else 4)
+    free, _ = torch.cuda.mem_get_info(lm.device)
+    facts = lm.facts()
+    elem = torch.finfo(lm.dtype).bits // 8
+    # saved activations per token and layer: ~12 hidden-sized and ~4 FFN-sized tensors, plus the
+    # fp32 logits of the kept positions (small: logits only where a target is read).
+    per_token = facts["n_layers"] * (12 * facts["hidden_size"] + 4 * facts["intermediate_size"]) * elem
+    if not with_grad:
+        per_token //= 6
+    return max(1, int(0.6 * free / per_token))
+
+
+def rows_per_batch(lm: LM, seq_len: int, with_grad: bool = True) -> int:
+    return max(1, batch_tokens(lm, with_grad) // max(1, seq_len))

@@ -1,0 +1,1 @@
+"""One module per job kind, each with `run(lm, request, progress) -> <Kind>Result`."""
