@@ -28,3 +28,13 @@ def jobs_index_key(owner: str) -> str:
 def run_seconds_key(model_id: str) -> str:
     """Hash kind -> moving average of run seconds, for Retry-After estimates."""
     return f"{PREFIX}:runtime:{model_id}"
+
+
+def tokenizer_key(model_id: str) -> str:
+    """A model's tokenizer (tokenizers JSON + chat template), published by its workers so the API
+    can count prompt tokens with the model's own tokenizer without importing transformers."""
+    return f"{PREFIX}:tokenizer:{model_id}"
+
+
+def tokenizer_digest_key(model_id: str) -> str:
+    return f"{PREFIX}:tokenizer:{model_id}:sha256"

@@ -1,0 +1,20 @@
+"""API settings, from `LANTERN_*` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LANTERN_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long a finished job's result is kept")
+    failure_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a failed job is kept")
+    queued_ttl_s: int = Field(24 * 3600, ge=60, description="a job not started within this is dropped")
+    max_queue_depth: int = Field(1000, ge=1, description="per model queue; beyond it submit answers 503")
+    jobs_index_size: int = Field(10_000, ge=10, description="recent jobs listed per owner")
+    redis_timeout_s: float = Field(2.0, gt=0)

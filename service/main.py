@@ -1,0 +1,91 @@
+"""create_app(settings): the FastAPI app, its routers, and problem+json for every error."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from schemas.common import FieldError, Problem
+from schemas.limits import Limits
+from schemas.models import load_registry
+from service.config import Settings
+from service.json_body import JsonBodies
+from service.limits import BodySizeLimit
+from service.metrics import ApiMetrics, HttpMetricsMiddleware
+from service.problems import PROBLEM_BASE, ProblemError, problem_response
+from service.queue import JobQueue
+from service.routes import health, jobs, models
+from service.tokens import TokenCounter
+
+log = logging.getLogger("lantern.api")
+
+
+def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+    out = []
+    for e in exc.errors():
+        ctx = {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+               for k, v in (e.get("ctx") or {}).items()}
+        out.append(FieldError(loc=[p if isinstance(p, (str, int)) else str(p) for p in e["loc"]],
+                              msg=e["msg"], type=e["type"], ctx=ctx or None))
+    return out
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    limits = Limits()
+    app = FastAPI(title="Lantern", version="1.0.0",
+                  description="Explanations of language models as a service: submit a job, poll or "
+                              "receive a signed webhook. Errors are RFC 9457 problem+json.")
+    connection = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                                socket_connect_timeout=settings.redis_timeout_s, health_check_interval=30)
+    app.state.settings = settings
+    app.state.limits = limits
+    app.state.registry = load_registry()
+    app.state.queue = JobQueue(connection, settings)
+    app.state.tokens = TokenCounter(connection)
+    app.state.metrics = ApiMetrics()
+    app.state.metrics.watch_queues(app.state.queue, list(app.state.registry))
+
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError):
+        return problem_response(exc.problem, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = _field_errors(exc)
+        if any(e.type == "json_invalid" for e in errors):
+            return problem_response(Problem(type=PROBLEM_BASE + "malformed-json", title="The body is not valid JSON",
+                                            status=400, detail=errors[0].msg, errors=errors))
+        detail = "; ".join(f"{'.'.join(map(str, e.loc))}: {e.msg}" for e in errors[:10])
+        return problem_response(Problem(type=PROBLEM_BASE + "invalid-request", title="The request is invalid",
+                                        status=422, detail=detail, errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return problem_response(Problem(title=str(exc.detail), status=exc.status_code), getattr(exc, "headers", None))
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception):
+        log.warning("Redis unavailable: %s", exc)
+        return problem_response(Problem(type=PROBLEM_BASE + "unavailable", title="The job store is unavailable",
+                                        status=503, detail="Redis is not reachable; retry shortly"),
+                                {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(Problem(type=PROBLEM_BASE + "internal", title="Internal error", status=500))
+
+    for router in (jobs.router, models.router, health.router):
+        app.include_router(router)
+    app.add_middleware(JsonBodies)
+    app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
+    return app

@@ -1,0 +1,163 @@
+"""The only module that knows RQ: submit, view, list and cancel jobs; queue depth; live workers.
+
+Jobs are enqueued by dotted path (`workers.tasks.run_job`) with a JSON payload (RQ's
+JSONSerializer; never pickle), one queue per model id. The owner (tenant) rides in job meta and
+every read checks it, so another owner's job reads as absent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from datetime import datetime, timezone
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.serializers import JSONSerializer
+
+from schemas.common import Problem
+from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView
+from schemas.keys import WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key
+from service.config import Settings
+from service.problems import PROBLEM_BASE
+
+TASK = "workers.tasks.run_job"
+
+_STATUS = {
+    RQStatus.CREATED: JobStatus.queued, RQStatus.QUEUED: JobStatus.queued, RQStatus.DEFERRED: JobStatus.queued,
+    RQStatus.SCHEDULED: JobStatus.queued, RQStatus.STARTED: JobStatus.started,
+    RQStatus.FINISHED: JobStatus.finished, RQStatus.FAILED: JobStatus.failed,
+    RQStatus.STOPPED: JobStatus.canceled, RQStatus.CANCELED: JobStatus.canceled,
+}
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+class JobQueue:
+    def __init__(self, connection: Redis, settings: Settings):
+        self.redis = connection
+        self.settings = settings
+
+    def _queue(self, model: str) -> Queue:
+        return Queue(queue_name(model), connection=self.redis, serializer=JSONSerializer)
+
+    # -- submit ---------------------------------------------------------------------------------
+    def depth(self, model: str) -> int:
+        return self._queue(model).count
+
+    def submit(self, request: JobBase, owner: str, job_id: str | None = None) -> JobView:
+        job_id = job_id or uuid.uuid4().hex
+        payload = request.model_dump(mode="json")
+        job = self._queue(request.model).enqueue_call(
+            TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
+            result_ttl=self.settings.result_ttl_s, failure_ttl=self.settings.failure_ttl_s,
+            ttl=self.settings.queued_ttl_s, description=f"{request.kind} on {request.model}",  # type: ignore[attr-defined]
+            meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
+        )
+        index = jobs_index_key(owner)
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(index, {job_id: time.time()})
+            pipe.zremrangebyrank(index, 0, -self.settings.jobs_index_size - 1)
+            pipe.expire(index, max(self.settings.result_ttl_s, self.settings.failure_ttl_s))
+            pipe.execute()
+        return self.view_of(job)
+
+    # -- read -----------------------------------------------------------------------------------
+    def fetch(self, job_id: str, owner: str) -> Job | None:
+        try:
+            job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            return None
+        return job if job.meta.get("owner") == owner else None
+
+    def view_of(self, job: Job, with_result: bool = True) -> JobView:
+        rq_status = job.get_status(refresh=False)
+        status = _STATUS.get(rq_status, JobStatus.queued)
+        if job.meta.get("canceled"):
+            status = JobStatus.canceled
+        result = error = None
+        if status is JobStatus.finished and with_result:
+            result = job.return_value()
+        if status in (JobStatus.failed, JobStatus.canceled):
+            error = self._error(job, status)
+        progress = job.meta.get("progress")
+        if status is JobStatus.finished:
+            progress = 1.0
+        return JobView(
+            id=job.id, kind=job.meta.get("kind", "?"), model=job.meta.get("model", "?"), status=status,
+            created_at=_utc(job.created_at), started_at=_utc(job.started_at), finished_at=_utc(job.ended_at),
+            progress=progress if status is not JobStatus.queued else 0.0,
+            queue_position=job.get_position() if status is JobStatus.queued else None,
+            result=result, error=error, links=JobLinks(self=f"/v1/jobs/{job.id}"),
+        )
+
+    def _error(self, job: Job, status: JobStatus) -> Problem:
+        if raw := job.meta.get("error"):
+            return Problem.model_validate(raw)
+        if status is JobStatus.canceled:
+            return Problem(type=PROBLEM_BASE + "canceled", title="The job was canceled", status=409)
+        latest = job.latest_result()
+        last_line = (latest.exc_string or "").strip().splitlines()[-1:] if latest else []
+        return Problem(type=PROBLEM_BASE + "job-failed", title="The job failed", status=500,
+                       detail=last_line[0][:500] if last_line else "the job failed without a recorded reason")
+
+    def view(self, job_id: str, owner: str) -> JobView | None:
+        job = self.fetch(job_id, owner)
+        return None if job is None else self.view_of(job)
+
+    def list(self, owner: str, limit: int, offset: int) -> tuple[list[JobView], bool]:
+        index = jobs_index_key(owner)
+        ids = [i.decode() for i in self.redis.zrevrange(index, offset, offset + limit)]  # one extra: has_more
+        jobs = Job.fetch_many(ids[:limit], connection=self.redis, serializer=JSONSerializer)
+        gone = [i for i, j in zip(ids, jobs) if j is None]
+        if gone:
+            self.redis.zrem(index, *gone)
+        return [self.view_of(j, with_result=False) for j in jobs if j is not None], len(ids) > limit
+
+    # -- cancel ---------------------------------------------------------------------------------
+    def cancel(self, job: Job) -> JobView:
+        """Queued: removed from its queue now. Started: the worker stops at its next progress call."""
+        status = job.get_status()
+        if status in (RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED):
+            job.meta["canceled"] = True
+            job.save_meta()
+            try:
+                job.cancel()
+            except InvalidJobOperation:
+                pass
+        elif status is RQStatus.STARTED:
+            self.redis.set(cancel_key(job.id), 1, ex=self.settings.result_ttl_s)
+        job.refresh()
+        return self.view_of(job)
+
+    # -- estimates and workers ------------------------------------------------------------------
+    def retry_after(self, view: JobView) -> int:
+        """Seconds a poller should wait: queue position × average run time / live workers."""
+        avg = self.redis.hget(run_seconds_key(view.model), view.kind)
+        avg_s = float(avg) if avg is not None else 1.0
+        if view.status is JobStatus.queued:
+            workers = max(1, len([w for w in self.live_workers() if view.model in w["model_ids"]]))
+            estimate = (1 + (view.queue_position or 0)) * avg_s / workers
+        else:
+            estimate = avg_s * (1.0 - (view.progress or 0.0))
+        return int(min(60, max(1, math.ceil(estimate))))
+
+    def live_workers(self) -> list[dict]:
+        keys = list(self.redis.scan_iter(match=WORKER_PATTERN, count=500))
+        workers = []
+        for raw in self.redis.mget(keys) if keys else []:
+            if raw is None:
+                continue
+            facts = json.loads(raw)
+            facts["model_ids"] = [m["id"] for m in facts.get("models", [])]
+            workers.append(facts)
+        return workers

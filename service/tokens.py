@@ -1,0 +1,77 @@
+"""Prompt token counting at submit time, with the model's own tokenizer.
+
+Workers publish their tokenizer (the `tokenizers` JSON and the chat template) in Redis; the API
+loads it with the light `tokenizers` library and renders chat templates with a sandboxed Jinja2,
+so an over-long prompt is a 422 at submit, not a failed job later. Until a worker for the model
+has started, the check is left to the worker (which always checks again).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from redis import Redis
+from tokenizers import Tokenizer
+
+from schemas.common import FieldError, TextInput
+from schemas.keys import tokenizer_digest_key, tokenizer_key
+from schemas.limits import Limits, over
+
+REFRESH_S = 30.0
+
+
+@dataclass
+class _Loaded:
+    digest: bytes
+    tokenizer: Tokenizer
+    chat_template: str | None
+    special: dict[str, str]
+    checked_at: float
+
+
+class TokenCounter:
+    def __init__(self, connection: Redis):
+        self.redis = connection
+        self._cache: dict[str, _Loaded] = {}
+        self._jinja = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def _get(self, model: str) -> _Loaded | None:
+        now = time.monotonic()
+        cached = self._cache.get(model)
+        if cached and now - cached.checked_at < REFRESH_S:
+            return cached
+        digest = self.redis.get(tokenizer_digest_key(model))
+        if digest is None:
+            return None
+        if cached and cached.digest == digest:
+            cached.checked_at = now
+            return cached
+        raw = json.loads(self.redis.get(tokenizer_key(model)) or b"{}")
+        if "tokenizer" not in raw:
+            return None
+        loaded = _Loaded(digest, Tokenizer.from_str(raw["tokenizer"]), raw.get("chat_template"),
+                         raw.get("special", {}), now)
+        self._cache[model] = loaded
+        return loaded
+
+    def count(self, model: str, text: TextInput) -> int | None:
+        loaded = self._get(model)
+        if loaded is None:
+            return None
+        if text.prompt is not None:
+            return len(loaded.tokenizer.encode(text.prompt, add_special_tokens=True).ids)
+        if not loaded.chat_template:
+            return None
+        rendered = self._jinja.from_string(loaded.chat_template).render(
+            messages=[m.model_dump() for m in text.messages or []], add_generation_prompt=True, **loaded.special)
+        return len(loaded.tokenizer.encode(rendered, add_special_tokens=False).ids)
+
+    def check(self, model: str, text: TextInput, limits: Limits, loc: list[str | int]) -> list[FieldError]:
+        n = self.count(model, text)
+        if n is not None and n > limits.max_prompt_tokens:
+            field = loc + (["prompt"] if text.prompt is not None else ["messages"])
+            return [over(field, n, "max_prompt_tokens", limits.max_prompt_tokens)]
+        return []
