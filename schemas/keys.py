@@ -38,3 +38,13 @@ def tokenizer_key(model_id: str) -> str:
 
 def tokenizer_digest_key(model_id: str) -> str:
     return f"{PREFIX}:tokenizer:{model_id}:sha256"
+
+
+def artifact_key(kind: str, artifact_id: str) -> str:
+    """A stored artifact (JSON): kind is `steering-profiles` or `edits`."""
+    return f"{PREFIX}:artifact:{kind}:{artifact_id}"
+
+
+def artifact_index_key(kind: str, owner: str) -> str:
+    """Sorted set of an owner's artifact ids of one kind, scored by creation time."""
+    return f"{PREFIX}:artifacts:{kind}:{owner}"

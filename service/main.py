@@ -20,7 +20,7 @@ from service.limits import BodySizeLimit
 from service.metrics import ApiMetrics, HttpMetricsMiddleware
 from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
-from service.routes import health, jobs, models
+from service.routes import artifacts, health, jobs, models
 from service.tokens import TokenCounter
 
 log = logging.getLogger("lantern.api")
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(Problem(type=PROBLEM_BASE + "internal", title="Internal error", status=500))
 
-    for router in (jobs.router, models.router, health.router):
+    for router in (jobs.router, models.router, artifacts.router, health.router):
         app.include_router(router)
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.interventions import Interventions
 from schemas.limits import Limits, over
 
 AttributionMethod = Literal["saliency", "input_x_gradient", "integrated_gradients"]
@@ -27,7 +28,7 @@ class AttributionInput(TextInput):
     )
 
 
-class AttributionParams(Strict):
+class AttributionParams(Interventions):
     method: AttributionMethod = "integrated_gradients"
     n_steps: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = 50
     tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05

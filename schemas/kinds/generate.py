@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.interventions import Interventions
 from schemas.limits import Limits, over
 
 
@@ -15,7 +16,7 @@ class GenerateInput(TextInput):
     pass
 
 
-class GenerateParams(Strict):
+class GenerateParams(Interventions):
     max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
     temperature: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0

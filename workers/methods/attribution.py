@@ -31,6 +31,7 @@ from schemas.limits import Limits
 from workers.batching import rows_per_batch
 from workers.errors import BadInput
 from workers.inputs import word_spans
+from workers.interventions import applied
 from workers.models.loading import LM
 from workers.progress import Progress
 from workers.quadrature import quadrature
@@ -112,8 +113,13 @@ def _endpoints(lm: LM, target: Target, params: AttributionParams, x: torch.Tenso
 
 
 def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttributionResult:
+    """Explain `request` with any steering or edits it names in force for the whole job."""
+    with applied(lm, request.params):
+        return explain(lm, request, progress, limits or Limits())
+
+
+def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionResult:
     params: AttributionParams = request.params
-    limits = limits or Limits()
     target = resolve_target(lm, request.input, request.input.target, params.max_new_tokens, limits)
     x = lm.embed(torch.tensor(target.seq_ids, device=lm.device))  # (L, d)
     x0 = baseline_embeddings(lm, target, params)

@@ -1,0 +1,34 @@
+"""Apply a job's interventions (steering profile, knowledge edits) for the duration of one job.
+
+Each intervention kind registers an applier: `APPLIERS[field] = apply(lm, value, store) -> context
+manager`. `applied(lm, params)` enters every one whose field is set on `params`; leaving the block
+(normally or by an exception) removes every hook and restores every weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+
+from pydantic import BaseModel
+
+from workers.artifacts import ArtifactStore, job_store
+from workers.models.loading import LM
+
+Applier = Callable[[LM, object, ArtifactStore], AbstractContextManager]
+APPLIERS: dict[str, Applier] = {}
+
+
+def requested(params: BaseModel) -> list[str]:
+    return [f for f in APPLIERS if getattr(params, f, None)]
+
+
+@contextmanager
+def applied(lm: LM, params: BaseModel, store: ArtifactStore | None = None) -> Iterator[None]:
+    fields = requested(params)
+    with ExitStack() as stack:
+        if fields:
+            store = store or job_store()
+            for f in fields:
+                stack.enter_context(APPLIERS[f](lm, getattr(params, f), store))
+        yield
