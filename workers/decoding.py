@@ -53,8 +53,8 @@ def decode(lm: LM, prompt_ids: list[int], max_new_tokens: int, *, temperature: f
     logprobs: list[float] = []
     finish = "length"
     for step in range(max_new_tokens):
-        out = lm.model(input_ids=step_ids, past_key_values=past, use_cache=True, logits_to_keep=1)
-        past = out.past_key_values
+        out = lm.model(input_ids=step_ids, cache=past, use_cache=True, logits_to_keep=1)
+        past = out.cache
         logits = out.logits[0, -1].float()  # (vocab,)
         logp = torch.log_softmax(logits, -1)
         if temperature == 0.0:
