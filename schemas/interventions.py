@@ -7,7 +7,8 @@ knowledge edits (`edits`). Applied by hooks for that job only; the shared weight
 from __future__ import annotations
 
 from schemas.common import Strict
+from schemas.kinds.steering_fit import SteeringRef
 
 
 class Interventions(Strict):
-    pass
+    steering: SteeringRef | None = None
