@@ -1,5 +1,10 @@
 """Quadrature rules for path integrals over α ∈ [0, 1], under Captum's names and conventions
-(captum/attr/_utils/approximation_methods.py), so IG results compare with Captum step for step."""
+(captum/attr/_utils/approximation_methods.py), so IG results compare with Captum step for step.
+
+One deliberate difference: Captum's `riemann_trapezoid` puts n nodes on linspace(0, 1, n) but
+weights them 1/n (halved at the ends), so its weights sum to (n-1)/n and every attribution is
+scaled by that factor; here the trapezoid rule proper is used (step 1/(n-1), weights sum to 1).
+"""
 
 from __future__ import annotations
 
