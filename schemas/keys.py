@@ -48,3 +48,17 @@ def artifact_key(kind: str, artifact_id: str) -> str:
 def artifact_index_key(kind: str, owner: str) -> str:
     """Sorted set of an owner's artifact ids of one kind, scored by creation time."""
     return f"{PREFIX}:artifacts:{kind}:{owner}"
+
+
+def webhook_secret_key(job_id: str) -> str:
+    """A job's own webhook secret, kept out of the job payload (which any reader of the queue sees)."""
+    return f"{PREFIX}:webhook-secret:{job_id}"
+
+
+WEBHOOK_QUEUE = f"{PREFIX}:webhooks"  # list of pending deliveries (JSON), oldest at the left
+WEBHOOK_RETRIES = f"{PREFIX}:webhooks:retry"  # sorted set of deliveries waiting for their retry time
+
+
+def webhook_processing_key(worker_name: str) -> str:
+    """Deliveries a webhook worker has taken and not yet finished (recovered if it dies)."""
+    return f"{PREFIX}:webhooks:processing:{worker_name}"

@@ -2,6 +2,7 @@
 
     lantern api --port 8000                 # the stateless API (any number of replicas)
     lantern worker --model smollm2-135m     # a worker holding one or more models
+    lantern webhook-worker                  # signed webhook delivery + dead-worker reaper (no model)
     lantern run                             # local: embedded Redis (if LANTERN_REDIS_URL is unset),
                                             # one smollm2-135m worker, the API on :8000
 """
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["worker"]:  # everything after `worker` belongs to workers.main
         os.execv(sys.executable, _worker_command(argv[1:]))
+    if argv[:1] == ["webhook-worker"]:  # a light process: no torch, no model
+        os.execv(sys.executable, [sys.executable, "-m", "workers.webhook_worker", *argv[1:]])
     parser = argparse.ArgumentParser(prog="lantern")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("api", "run"):
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         if name == "run":
             p.add_argument("--model", action="append", default=None)
     sub.add_parser("worker", help="start a worker (see `lantern worker --help`)")
+    sub.add_parser("webhook-worker", help="deliver webhooks, reap jobs of dead workers (no model)")
     args = parser.parse_args(argv)
     if args.command == "api":
         _api(args.host, args.port)

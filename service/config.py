@@ -18,3 +18,14 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(1000, ge=1, description="per model queue; beyond it submit answers 503")
     jobs_index_size: int = Field(10_000, ge=10, description="recent jobs listed per owner")
     redis_timeout_s: float = Field(2.0, gt=0)
+
+    # -- tenants, limits, idempotency (service/auth.py, service/guards.py) --------------------------
+    api_keys: str | None = Field(None, description="`tenant=key` pairs, comma separated (keys in clear: dev/CI)")
+    api_keys_file: str | None = Field(None, description="file of `tenant=<sha256 hex of the key>` lines")
+    webhook_secrets: str | None = Field(None, description="`tenant=whsec_...` pairs: a tenant's default webhook secret")
+    rate_limit_per_s: int = Field(50, ge=1, description="requests per second per tenant (fixed 1 s window)")
+    rate_limit_burst_per_min: int = Field(1500, ge=1, description="requests per minute per tenant")
+    max_active_jobs: int = Field(100, ge=1, description="queued + running jobs per tenant; beyond it submit is 429")
+    idempotency_ttl_s: int = Field(24 * 3600, ge=60, description="how long an Idempotency-Key is remembered")
+    webhook_allowed_networks: str = Field("", description="CIDRs webhooks may reach besides public addresses")
+    webhook_resolve_timeout_s: float = Field(2.0, gt=0)

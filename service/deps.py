@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from schemas.limits import Limits
 from schemas.models import ModelSpec
 from service.config import Settings
+from service.guards import Guards
 from service.metrics import ApiMetrics
 from service.queue import JobQueue
 from service.tokens import TokenCounter
@@ -23,8 +24,13 @@ def _from_state(name: str):
 
 
 def owner(request: Request) -> str:
-    """The tenant a request acts for. Open mode (no keys configured): everyone is `anonymous`."""
-    return getattr(request.state, "tenant", ANONYMOUS)
+    """The tenant a request acts for (set by service.auth.ApiKeyAuth from the bearer key; open
+    mode: everyone is `anonymous`). Every route that acts for a tenant is rate limited here."""
+    tenant = getattr(request.state, "tenant", ANONYMOUS)
+    guards = getattr(request.app.state, "guards", None)
+    if guards is not None:
+        guards.rate(tenant)
+    return tenant
 
 
 SettingsDep = Annotated[Settings, _from_state("settings")]
@@ -33,4 +39,5 @@ QueueDep = Annotated[JobQueue, _from_state("queue")]
 MetricsDep = Annotated[ApiMetrics, _from_state("metrics")]
 TokensDep = Annotated[TokenCounter, _from_state("tokens")]
 RegistryDep = Annotated[dict[str, ModelSpec], _from_state("registry")]
+GuardsDep = Annotated[Guards, _from_state("guards")]
 Owner = Annotated[str, Depends(owner)]

@@ -14,7 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.common import FieldError, Problem
 from schemas.limits import Limits
 from schemas.models import load_registry
+from service.auth import ApiKeyAuth, Tenants, parse_secrets
 from service.config import Settings
+from service.guards import Guards
 from service.json_body import JsonBodies
 from service.limits import BodySizeLimit
 from service.metrics import ApiMetrics, HttpMetricsMiddleware
@@ -50,6 +52,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = JobQueue(connection, settings)
     app.state.tokens = TokenCounter(connection)
     app.state.metrics = ApiMetrics()
+    app.state.guards = Guards(connection, settings)
+    app.state.tenants = Tenants.from_settings(settings.api_keys, settings.api_keys_file)
+    app.state.webhook_secrets = parse_secrets(settings.webhook_secrets)
+    if app.state.tenants.open:
+        log.warning("no API keys configured (LANTERN_API_KEYS / LANTERN_API_KEYS_FILE): the API is OPEN, "
+                    "every caller is the tenant 'anonymous'; bind it to loopback only")
     app.state.metrics.watch_queues(app.state.queue, list(app.state.registry))
 
     @app.exception_handler(ProblemError)
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, models.router, artifacts.router, health.router):
         app.include_router(router)
     app.add_middleware(JsonBodies)
+    app.add_middleware(ApiKeyAuth, tenants=app.state.tenants)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -22,7 +22,7 @@ from rq.serializers import JSONSerializer
 
 from schemas.common import Problem
 from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView
-from schemas.keys import WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key
+from schemas.keys import WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key, webhook_secret_key
 from service.config import Settings
 from service.problems import PROBLEM_BASE
 
@@ -57,6 +57,12 @@ class JobQueue:
     def submit(self, request: JobBase, owner: str, job_id: str | None = None) -> JobView:
         job_id = job_id or uuid.uuid4().hex
         payload = request.model_dump(mode="json")
+        if payload.get("webhook") and payload["webhook"].get("secret"):
+            # The secret stays out of the payload (queue readers, dashboards, logs see payloads); the
+            # webhook worker reads it from its own key, which expires with the job.
+            secret = payload["webhook"].pop("secret")
+            self.redis.set(webhook_secret_key(job_id), secret,
+                           ex=max(self.settings.result_ttl_s, self.settings.failure_ttl_s) + self.settings.queued_ttl_s)
         job = self._queue(request.model).enqueue_call(
             TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
             result_ttl=self.settings.result_ttl_s, failure_ttl=self.settings.failure_ttl_s,

@@ -26,12 +26,12 @@ from rq.serializers import JSONSerializer
 
 from schemas.keys import queue_name, tokenizer_digest_key, tokenizer_key, worker_key
 from schemas.models import load_registry
-from workers import metrics, tasks
+from workers import metrics, reaper, tasks
 from workers.models.loading import load_model
 
 log = logging.getLogger("lantern.worker")
-HEARTBEAT_S = 5
-HEARTBEAT_TTL_S = 20
+HEARTBEAT_TTL_S = int(os.environ.get("LANTERN_WORKER_HEARTBEAT_TTL_S", "20"))  # dead after this without a beat
+HEARTBEAT_S = max(1, HEARTBEAT_TTL_S // 4)
 REDIS_SOCKET_TIMEOUT_S = 600
 
 
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
              "models": [lm.facts() for lm in tasks.MODELS.values()]}
     stop = threading.Event()
     threading.Thread(target=_heartbeat, args=(connection, name, facts, stop), daemon=True).start()
+    reaper.start_thread(connection, list(registry), stop)  # jobs of dead workers: retry once or fail
     queues = [Queue(queue_name(m), connection=connection, serializer=JSONSerializer) for m in args.model]
     worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer, name=name)
     try:

@@ -20,7 +20,7 @@ from schemas.common import FieldError, Problem, Provenance
 from schemas.jobs import KINDS, JobBase, parse_job
 from schemas.keys import cancel_key, run_seconds_key
 from schemas.limits import Limits
-from workers import metrics
+from workers import metrics, webhooks
 from workers.errors import PROBLEM_BASE, BadInput, Canceled, JobFailed, ResultTooLarge
 from workers.hooks import remove_all_hooks
 from workers.models.loading import LM
@@ -42,6 +42,9 @@ def run_job(payload: dict) -> dict:
         metrics.QUEUE_WAIT.labels(kind).observe(max(0.0, started - job.enqueued_at.timestamp()))
     metrics.BUSY.set(1)
     outcome = "failed"
+    out = None
+    if job is not None:
+        webhooks.notify(job.connection, job, "started")
     try:
         out = _run(job, payload)
         outcome = "finished"
@@ -67,6 +70,8 @@ def run_job(payload: dict) -> dict:
             metrics.LEFTOVER_HOOKS.inc(left)
         if job is not None and outcome == "finished":
             _update_runtime(job.connection, model_id, kind, elapsed)
+        if job is not None:  # a Redis RPUSH only: delivery runs on the webhook worker
+            webhooks.notify(job.connection, job, outcome, result=out, error=job.meta.get("error"))
 
 
 def _run(job, payload: dict) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from service.deps import MetricsDep, QueueDep
 from service.problems import ProblemError
@@ -16,15 +16,18 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(queue: QueueDep) -> dict:
-    """Ready when Redis answers; also says how many workers are live."""
+def readyz(queue: QueueDep, request: Request) -> dict:
+    """Ready when Redis answers; also says how many workers are live and whether keys are required
+    (`auth`: `keys`, or `open` when no API keys are configured)."""
     try:
         queue.redis.ping()
         workers = len(queue.live_workers())
     except Exception as e:
         raise ProblemError(503, "not-ready", "Not ready", f"Redis is not reachable: {type(e).__name__}",
                            headers={"Retry-After": "5"}) from None
-    return {"status": "ready", "redis": "ok", "workers": workers}
+    tenants = getattr(request.app.state, "tenants", None)
+    auth = "open" if tenants is None or tenants.open else "keys"
+    return {"status": "ready", "redis": "ok", "workers": workers, "auth": auth}
 
 
 @router.get("/metrics", response_class=Response)

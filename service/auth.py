@@ -1,0 +1,111 @@
+"""API keys -> tenants, and the middleware that checks `Authorization: Bearer <key>`.
+
+Keys come from `LANTERN_API_KEYS` (`tenant=key` pairs, comma separated; convenient for dev and CI)
+or `LANTERN_API_KEYS_FILE` (one `tenant=<sha256 hex of the key>` per line, `#` comments; keys
+never stored in clear). Both may be set; they merge. Only key digests are kept in memory: a
+presented key is hashed and looked up, so there is no per-character comparison to time.
+
+With no keys configured the API runs open (every caller is the tenant `anonymous`): it logs a
+warning at start-up, `/readyz` says `"auth": "open"`, and `lantern api` binds to loopback by
+default. `/healthz`, `/readyz` and `/metrics` never need a key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from schemas.common import Problem
+from service.problems import PROBLEM_BASE, problem_response
+
+log = logging.getLogger("lantern.api")
+
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _pairs(text: str, sep: str) -> list[tuple[str, str]]:
+    out = []
+    for raw in text.split(sep):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        tenant, eq, value = line.partition("=")
+        tenant, value = tenant.strip(), value.strip()
+        if not eq or not value or not TENANT.match(tenant):
+            raise ValueError(f"bad entry {line[:40]!r}: expected tenant=value, tenant in [A-Za-z0-9._-]{{1,64}}")
+        out.append((tenant, value))
+    return out
+
+
+class Tenants:
+    """Key digest -> tenant. Empty: open mode."""
+
+    def __init__(self, by_digest: dict[str, str] | None = None):
+        self.by_digest = dict(by_digest or {})
+
+    @classmethod
+    def from_settings(cls, api_keys: str | None, api_keys_file: str | None) -> Tenants:
+        by_digest: dict[str, str] = {}
+        for tenant, key in _pairs(api_keys or "", ","):
+            by_digest[digest(key)] = tenant
+        if api_keys_file:
+            for tenant, hexdigest in _pairs(Path(api_keys_file).read_text(), "\n"):
+                if not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):
+                    raise ValueError(f"{api_keys_file}: tenant {tenant!r}: the value must be a SHA-256 hex digest")
+                by_digest[hexdigest.lower()] = tenant
+        return cls(by_digest)
+
+    @property
+    def open(self) -> bool:
+        return not self.by_digest
+
+    def tenant_for(self, key: str) -> str | None:
+        return self.by_digest.get(digest(key))
+
+
+def parse_secrets(spec: str | None) -> dict[str, str]:
+    """`LANTERN_WEBHOOK_SECRETS`: `tenant=whsec_...` pairs -> {tenant: secret}."""
+    return dict(_pairs(spec or "", ","))
+
+
+def _unauthorized(detail: str) -> object:
+    return problem_response(
+        Problem(type=PROBLEM_BASE + "unauthorized", title="A valid API key is required", status=401, detail=detail),
+        {"WWW-Authenticate": 'Bearer realm="lantern"'})
+
+
+class ApiKeyAuth:
+    """Sets `scope["state"]["tenant"]` from the bearer key, or answers 401 problem+json."""
+
+    def __init__(self, app: ASGIApp, tenants: Tenants):
+        self.app = app
+        self.tenants = tenants
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.tenants.open or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = ""
+        for name, value in scope.get("headers") or []:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            await _unauthorized("send Authorization: Bearer <api key>")(scope, receive, send)
+            return
+        tenant = self.tenants.tenant_for(key.strip())
+        if tenant is None:
+            await _unauthorized("the API key is not valid")(scope, receive, send)
+            return
+        scope.setdefault("state", {})["tenant"] = tenant
+        await self.app(scope, receive, send)

@@ -1,0 +1,111 @@
+"""Jobs left `started` by a dead worker: retry once on another worker, or end `failed`.
+
+A model worker keeps `lantern:worker:<name>` alive with a heartbeat (TTL `LANTERN_WORKER_HEARTBEAT_TTL_S`,
+20 s). RQ's own clean-up only sees an abandoned job when the job's whole timeout has passed (a
+non-forking worker never refreshes its registry entry), so a `kill -9` would leave the job
+`started` for up to `timeout + 60 s`. `reap()` looks at every model queue's started registry: an
+entry whose worker has no heartbeat is abandoned. It is requeued at the front while it has been
+lost fewer than `LANTERN_WORKER_LOST_RETRIES` times (default 1; 0 = never retry), otherwise it
+ends `failed` with a `worker-lost` problem, and the job's webhook (if any) is told.
+
+`reap()` is idempotent and safe to run from many processes at once (a per-execution lock); the
+webhook worker runs it every `LANTERN_REAPER_INTERVAL_S` and so does each model worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from datetime import datetime, timezone
+
+from redis import Redis
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.serializers import JSONSerializer
+from rq.utils import parse_composite_key, utcformat
+
+from schemas.common import Problem
+from schemas.keys import queue_name, worker_key
+from workers.errors import PROBLEM_BASE
+from workers.webhooks import notify
+
+log = logging.getLogger("lantern.reaper")
+
+
+def lost_retries() -> int:
+    return int(os.environ.get("LANTERN_WORKER_LOST_RETRIES", "1"))
+
+
+def worker_lost_problem(worker: str, times: int) -> Problem:
+    return Problem(type=PROBLEM_BASE + "worker-lost", title="The worker running the job was lost", status=503,
+                   detail=f"worker {worker!r} stopped (killed or crashed) while running this job; it was lost "
+                          f"{times} time(s), over LANTERN_WORKER_LOST_RETRIES={lost_retries()}")
+
+
+def reap(connection: Redis, model_ids: list[str], retries: int | None = None) -> list[tuple[str, str]]:
+    """Handle abandoned jobs; returns [(job_id, "requeued" | "failed")]."""
+    retries = lost_retries() if retries is None else retries
+    done: list[tuple[str, str]] = []
+    for model_id in model_ids:
+        queue = Queue(queue_name(model_id), connection=connection, serializer=JSONSerializer)
+        registry = queue.started_job_registry
+        for raw in connection.zrange(registry.key, 0, -1):
+            composite = raw.decode()
+            job_id, _execution = parse_composite_key(composite)
+            try:
+                job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+            except NoSuchJobError:
+                connection.zrem(registry.key, composite)
+                continue
+            worker = job.worker_name or ""
+            if job.get_status(refresh=False) != JobStatus.STARTED or connection.exists(worker_key(worker)):
+                continue
+            if not connection.set(f"lantern:reap:{composite}", 1, nx=True, ex=300):
+                continue  # another reaper has it
+            done.append((job_id, _handle(connection, queue, registry, composite, job, worker, retries)))
+    return done
+
+
+def _handle(connection: Redis, queue: Queue, registry, composite: str, job: Job, worker: str, retries: int) -> str:
+    lost = int(job.meta.get("worker_lost", 0)) + 1
+    job.meta["worker_lost"] = lost
+    if lost <= retries:
+        job.meta["progress"] = 0.0
+        job.save_meta()
+        with connection.pipeline() as pipe:
+            pipe.zrem(registry.key, composite)
+            queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            pipe.execute()
+        log.warning("job %s: worker %s lost; requeued (%d/%d)", job.id, worker, lost, retries)
+        return "requeued"
+    problem = worker_lost_problem(worker, lost)
+    job.meta["error"] = problem.model_dump(mode="json", exclude_none=True)
+    job.save_meta()
+    job.ended_at = datetime.now(timezone.utc)
+    with connection.pipeline() as pipe:
+        pipe.zrem(registry.key, composite)
+        record_job_failure(job, f"worker {worker} lost (AbandonedJobError)", pipe)
+        pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
+        pipe.execute()
+    log.warning("job %s: worker %s lost %d time(s); failed", job.id, worker, lost)
+    notify(connection, job, "failed", error=job.meta["error"])
+    return "failed"
+
+
+def start_thread(connection: Redis, model_ids: list[str], stop: threading.Event,
+                 interval: float | None = None) -> threading.Thread:
+    interval = interval or float(os.environ.get("LANTERN_REAPER_INTERVAL_S", "5"))
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                reap(connection, model_ids)
+            except Exception:  # Redis away: try again next round
+                log.warning("reaper pass failed", exc_info=True)
+
+    thread = threading.Thread(target=loop, name="lantern-reaper", daemon=True)
+    thread.start()
+    return thread
