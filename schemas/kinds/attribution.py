@@ -2,6 +2,8 @@
 
 Gradient methods (Simonyan et al. 2014 saliency; Shrikumar et al. 2016 input×gradient;
 Sundararajan et al. 2017 integrated gradients) act on the input embeddings of a causal LM.
+Perturbation methods (occlusion, Zeiler & Fergus 2014; LIME, Ribeiro et al. 2016; KernelSHAP,
+Lundberg & Lee 2017) remove units (tokens or words) by replacing them with the baseline token.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from schemas.common import FieldError, Result, Strict, TextInput
 from schemas.interventions import Interventions
 from schemas.limits import Limits, over
 
-AttributionMethod = Literal["saliency", "input_x_gradient", "integrated_gradients"]
+AttributionMethod = Literal["saliency", "input_x_gradient", "integrated_gradients", "occlusion", "lime", "kernel_shap"]
 GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
+PERTURBATION_METHODS = ("occlusion", "lime", "kernel_shap")
 
 # Quadrature rules under Captum's names (captum.attr._utils.approximation_methods).
 Rule = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
@@ -40,6 +43,21 @@ class AttributionParams(Interventions):
     granularity: Literal["token", "word"] = "token"
     target_metric: Literal["logprob", "prob", "logit"] = "logprob"
     max_new_tokens: Annotated[int, Field(ge=1, le=256)] = 1
+    n_samples: Annotated[int, Field(ge=1, le=65536)] = Field(
+        200, description="lime, kernel_shap: perturbed inputs to score (capped by the max_samples setting)"
+    )
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
+        0, description="lime, kernel_shap and faithfulness's random order: same seed, same result"
+    )
+    window: Annotated[int, Field(ge=1, le=512)] = Field(
+        1, description="occlusion: units removed together (sliding, stride 1); scores average the windows"
+    )
+    kernel_width: Annotated[float, Field(gt=0.0, le=1e6)] = Field(
+        25.0, description="lime: width of the exponential kernel on 100 × cosine distance (lime's text default)"
+    )
+    faithfulness: bool = Field(
+        False, description="also score comprehensiveness, sufficiency (AOPC) and the deletion curve"
+    )
 
     @model_validator(mode="after")
     def _steps_only_for_ig(self) -> AttributionParams:
@@ -52,6 +70,8 @@ class AttributionParams(Interventions):
             yield over(["params", "n_steps"], self.n_steps, "max_steps", limits.max_steps)
         if self.max_new_tokens > limits.max_new_tokens:
             yield over(["params", "max_new_tokens"], self.max_new_tokens, "max_new_tokens", limits.max_new_tokens)
+        if self.method in ("lime", "kernel_shap") and self.n_samples > limits.max_samples:
+            yield over(["params", "n_samples"], self.n_samples, "max_samples", limits.max_samples)
 
 
 class Convergence(Strict):
@@ -66,6 +86,51 @@ class Convergence(Strict):
     f_baseline: list[float]
 
 
+class Efficiency(Strict):
+    """KernelSHAP efficiency (Lundberg & Lee 2017, property 1): per target token,
+    delta = Σ attributions − (f(x) − f(all units removed)); 0 up to float error."""
+
+    f_input: list[float]
+    f_baseline: list[float]
+    delta: list[float]
+
+
+class Surrogate(Strict):
+    """LIME's weighted ridge surrogate per target token: intercept and weighted R² of the fit."""
+
+    kernel_width: float
+    intercept: list[float]
+    r2: list[float]
+
+
+class PerturbationStats(Strict):
+    """Work a perturbation method did: masks asked for, distinct masks run, batched forwards,
+    token positions run, and positions the same masks would cost without prefix sharing."""
+
+    masks: int
+    distinct: int
+    forwards: int
+    positions_run: int
+    positions_plain: int
+
+
+class Faithfulness(Strict):
+    """ERASER comprehensiveness / sufficiency at k% (and AOPC = their means) and the deletion curve,
+    on F = Σ over target tokens of the target metric; `replacement` is what removal puts in."""
+
+    replacement: str
+    ks: list[int]
+    f_input: float
+    comprehensiveness: list[float]
+    sufficiency: list[float]
+    aopc_comprehensiveness: float
+    aopc_sufficiency: float
+    deletion_curve: list[float] = Field(description="F after removing the top 0, 1, ..., U units")
+    deletion_auc: float
+    random_deletion_curve: list[float] = Field(description="the same for a random order (seeded)")
+    random_deletion_auc: float
+
+
 class AttributionResult(Result):
     method: str
     target_metric: str
@@ -78,4 +143,10 @@ class AttributionResult(Result):
         None, description="word granularity: [first, last) token index of each unit"
     )
     convergence: Convergence | None = None
+    base_value: list[float] | None = Field(None, description="kernel_shap: f(all units removed) per target token")
+    efficiency: Efficiency | None = None
+    surrogate: Surrogate | None = None
+    perturbation: PerturbationStats | None = None
+    replacement: str | None = Field(None, description="perturbation methods: what a removed token becomes")
+    faithfulness: Faithfulness | None = None
 

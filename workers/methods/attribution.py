@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import torch
 
-from schemas.kinds.attribution import AttributionParams, AttributionResult, Convergence
+from schemas.kinds.attribution import PERTURBATION_METHODS, AttributionParams, AttributionResult, Convergence
 from schemas.limits import Limits
 from workers.batching import rows_per_batch
 from workers.errors import BadInput
 from workers.inputs import word_spans
 from workers.interventions import applied
 from workers.models.loading import LM
+from workers import perturbation
 from workers.progress import Progress
 from workers.quadrature import quadrature
 from workers.scoring import Target, TargetScorer, resolve_target
@@ -120,6 +121,8 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> At
 
 def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionResult:
     params: AttributionParams = request.params
+    if params.method in PERTURBATION_METHODS:  # occlusion, lime, kernel_shap: workers/perturbation/
+        return perturbation.run(lm, request, progress, limits)
     target = resolve_target(lm, request.input, request.input.target, params.max_new_tokens, limits)
     x = lm.embed(torch.tensor(target.seq_ids, device=lm.device))  # (L, d)
     x0 = baseline_embeddings(lm, target, params)
@@ -150,7 +153,7 @@ def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionR
         spans = word_spans(target.prompt)
         scores = torch.stack([scores[:, a:b].sum(-1) for a, b in spans], -1)  # (T, units)
         tokens = ["".join(tokens[a:b]) for a, b in spans]
-    return AttributionResult(
+    result = AttributionResult(
         method=params.method,
         target_metric=params.target_metric,
         input_tokens=tokens,
@@ -161,3 +164,6 @@ def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionR
         unit_spans=[list(s) for s in spans] if spans else None,
         convergence=convergence,
     )
+    if params.faithfulness:
+        result.faithfulness = perturbation.faithfulness_for(lm, target, params, scores, lambda f: progress(1.0))
+    return result
