@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, NamedTuple, Union
 from pydantic import AnyHttpUrl, BaseModel, Field, TypeAdapter, create_model
 
 from schemas.common import FieldError, ModelId, Problem, Strict
-from schemas.kinds import attribution, generate
+from schemas.kinds import attention, attention_patterns, attribution, ffn_projection, generate, logit_lens
+from schemas.kinds import probe, steering_fit
 from schemas.limits import Limits
 
 
@@ -29,6 +30,8 @@ KINDS: dict[str, KindSpec] = {
         attribution.AttributionInput, attribution.AttributionParams, attribution.AttributionResult, ("causal_lm",), 900
     ),
     "generate": KindSpec(generate.GenerateInput, generate.GenerateParams, generate.GenerateResult, ("causal_lm",), 300),
+    "probe": KindSpec(probe.ProbeInput, probe.ProbeParams, probe.ProbeResult, ("causal_lm", "encoder"), 900),
+    "steering_fit": KindSpec(steering_fit.SteeringFitInput, steering_fit.SteeringFitParams, steering_fit.SteeringFitResult, ("causal_lm",), 900),
 }
 
 

@@ -32,3 +32,13 @@ def applied(lm: LM, params: BaseModel, store: ArtifactStore | None = None) -> It
             for f in fields:
                 stack.enter_context(APPLIERS[f](lm, getattr(params, f), store))
         yield
+
+
+# Appliers of the interventions each kind may carry (modules that do not import this one: no cycle).
+from workers.steering import apply as _apply_steering  # noqa: E402
+
+APPLIERS["steering"] = _apply_steering
+
+from workers.edits import apply as _apply_edits  # noqa: E402
+
+APPLIERS["edits"] = _apply_edits

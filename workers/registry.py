@@ -9,7 +9,10 @@ from pydantic import BaseModel
 
 from schemas.kinds import attribution as attribution_schema
 from schemas.kinds import generate as generate_schema
+from schemas.kinds import probe as probe_schema
+from schemas.kinds import steering_fit as steering_fit_schema
 from workers.methods import attribution, generate
+from workers.methods import probe, steering_fit
 
 
 class MethodSpec(NamedTuple):
@@ -21,4 +24,6 @@ class MethodSpec(NamedTuple):
 REGISTRY: dict[str, MethodSpec] = {
     "attribution": MethodSpec(attribution_schema.AttributionParams, attribution_schema.AttributionResult, attribution.run),
     "generate": MethodSpec(generate_schema.GenerateParams, generate_schema.GenerateResult, generate.run),
+    "probe": MethodSpec(probe_schema.ProbeParams, probe_schema.ProbeResult, probe.run),
+    "steering_fit": MethodSpec(steering_fit_schema.SteeringFitParams, steering_fit_schema.SteeringFitResult, steering_fit.run),
 }

@@ -23,6 +23,9 @@ class GenerateParams(Interventions):
     top_k: Annotated[int, Field(ge=0, le=100_000)] = 0
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     stop_at_eos: bool = True
+    compare_baseline: bool = Field(
+        False, description="Also return the generation without interventions (same seed), as `baseline_*`."
+    )
 
     def over_limits(self, limits: Limits) -> Iterator[FieldError]:
         if self.max_new_tokens > limits.max_new_tokens:
@@ -38,3 +41,7 @@ class GenerateResult(Result):
     )
     finish_reason: str
     prompt_tokens: int
+    baseline_text: str | None = None
+    baseline_tokens: list[str] | None = None
+    baseline_token_ids: list[int] | None = None
+    baseline_token_logprobs: list[float] | None = None

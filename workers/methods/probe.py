@@ -1,0 +1,152 @@
+"""`probe`: validation accuracy of a linear probe at every layer (or layer and head).
+
+Alain & Bengio 2016 (linear classifier probes); per-head probes as in Li et al. 2023 (ITI,
+reference code `honest_llama/utils.py: train_probes`: `LogisticRegression(random_state=seed,
+max_iter=1000)` per (layer, head) on the head output at the last token, one 80/20 split).
+
+Where this differs from the reference code:
+- k-fold cross-validation by default (`holdout` gives the reference's single split); folds are
+  stratified by label and seeded, and the same folds score every site, so sites compare fairly.
+- `group` keeps all examples of one group (e.g. the true and false answers to one question) on
+  one side of every split; a random split of answers lets a probe recognise the question instead
+  of the truth value, which inflates accuracy.
+- features are standardised on each training fold (the residual stream has a few huge
+  dimensions that stall L-BFGS); the probe's weight is mapped back to activation space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from schemas.kinds.probe import ProbeParams, ProbeResult, SiteAccuracy, SplitParams
+from schemas.limits import Limits, over
+from workers.activations import collect
+from workers.errors import BadInput
+from workers.models.loading import LM
+from workers.progress import Progress
+
+Split = tuple[np.ndarray, np.ndarray]  # (train indices, validation indices)
+
+
+def class_index(labels: Sequence[object]) -> tuple[list, np.ndarray]:
+    """Sorted distinct labels and each example's class index, (N,)."""
+    classes = sorted(set(labels), key=lambda c: (type(c).__name__, repr(c)))
+    where = {c: i for i, c in enumerate(classes)}
+    return classes, np.array([where[c] for c in labels])
+
+
+def make_splits(y: np.ndarray, groups: Sequence[str | None] | None, params: SplitParams) -> tuple[list[Split], str]:
+    """Seeded, label-stratified, group-aware k-fold (or one holdout split) and its description."""
+    from sklearn.model_selection import (GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold,
+                                         StratifiedShuffleSplit)
+
+    X = np.zeros((len(y), 1))
+    grouped = groups is not None and any(g is not None for g in groups)
+    g = np.array([gi if gi is not None else f"\0{i}" for i, gi in enumerate(groups)]) if grouped else None
+    n_units = len(set(g)) if grouped else len(y)
+    smallest = int(np.bincount(y).min())
+    if params.holdout is not None:
+        n_val = int(np.ceil(params.holdout * n_units))
+        if n_val < 1 or n_units - n_val < 1 or (not grouped and (n_val < len(np.unique(y)) or smallest < 2)):
+            raise BadInput(f"holdout={params.holdout} leaves an empty or one-class side for {len(y)} examples",)
+        splitter = (GroupShuffleSplit(1, test_size=params.holdout, random_state=params.seed) if grouped
+                    else StratifiedShuffleSplit(1, test_size=params.holdout, random_state=params.seed))
+        splits = list(splitter.split(X, y, g))
+        described = f"holdout ({params.holdout})"
+    else:
+        if smallest < params.folds or n_units < params.folds:
+            raise BadInput(f"folds={params.folds} needs at least {params.folds} examples (groups) of every label; "
+                           f"the smallest label has {smallest}, and there are {n_units} groups")
+        splitter = (StratifiedGroupKFold(params.folds, shuffle=True, random_state=params.seed) if grouped
+                    else StratifiedKFold(params.folds, shuffle=True, random_state=params.seed))
+        splits = list(splitter.split(X, y, g))
+        described = f"k-fold (k={params.folds})"
+    for train, _ in splits:
+        if len(np.unique(y[train])) < 2:
+            raise BadInput("a training split has only one label; give more examples of each label or fewer folds")
+    return splits, described
+
+
+def _probe(C: float, seed: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
+
+
+def validation_accuracy(X: np.ndarray, y: np.ndarray, splits: list[Split], C: float, seed: int,
+                        progress: Progress, progress_span: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over splits of each site's validation accuracy: X (N, sites, D) -> (sites,), (sites,)."""
+    n_sites = X.shape[1]
+    acc = np.zeros((len(splits), n_sites))
+    lo, hi = progress_span
+    for s in range(n_sites):
+        for k, (train, val) in enumerate(splits):
+            probe = _probe(C, seed).fit(X[train, s], y[train])
+            acc[k, s] = float((probe.predict(X[val, s]) == y[val]).mean())
+        progress(lo + (hi - lo) * (s + 1) / n_sites)
+    return acc.mean(0), acc.std(0)
+
+
+def probe_weight(X: np.ndarray, y: np.ndarray, C: float, seed: int) -> np.ndarray:
+    """Weight of a binary probe fitted on all of X (N, D), in activation space, (D,).
+
+    The probe reads standardised features z = (x − μ)/s, so its direction in x is coef / s."""
+    probe = _probe(C, seed).fit(X, y)
+    scaler, lr = probe[0], probe[-1]
+    return lr.coef_[0] / scaler.scale_
+
+
+def encode_texts(lm: LM, texts: Sequence[str], limits: Limits, field: str = "text") -> list[list[int]]:
+    """Token ids of each example; over `max_prompt_tokens` is a BadInput naming the example."""
+    out = []
+    for i, text in enumerate(texts):
+        ids = lm.encode(text).ids
+        if not ids:
+            raise BadInput(f"example {i} has no tokens")
+        if len(ids) > limits.max_prompt_tokens:
+            err = over(["input", "examples", i, field], len(ids), "max_prompt_tokens", limits.max_prompt_tokens)
+            raise BadInput(err.msg, [err])
+        out.append(ids)
+    return out
+
+
+def check_layers(lm: LM, layers: list[int] | None) -> list[int]:
+    n = len(lm.layers)
+    if layers is None:
+        return list(range(n))
+    if bad := [l for l in layers if l >= n]:
+        raise BadInput(f"params.layers {bad} out of range: model {lm.id} has {n} layers (0..{n - 1})")
+    return sorted(set(layers))
+
+
+def chance(y: np.ndarray) -> float:
+    return float(np.bincount(y).max() / len(y))
+
+
+def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> ProbeResult:
+    params: ProbeParams = request.params
+    limits = limits or Limits()
+    examples = request.input.examples
+    classes, y = class_index([e.label for e in examples])
+    splits, described = make_splits(y, [e.group for e in examples], params)
+    layers = check_layers(lm, params.layers)
+    ids = encode_texts(lm, [e.text for e in examples], limits)
+    acts = collect(lm, ids, params.site, layers, params.position, progress, (0.0, 0.5))  # (N, layers, [heads,] D)
+    shape = acts.shape[1:-1]  # (layers,) or (layers, heads)
+    X = acts.reshape(acts.shape[0], -1, acts.shape[-1]).numpy()  # (N, sites, D)
+    mean, std = validation_accuracy(X, y, splits, params.C, params.seed, progress, (0.5, 1.0))
+    mean_grid, std_grid = mean.reshape(shape), std.reshape(shape)
+    best = []
+    for flat in np.argsort(-mean, kind="stable")[: params.top]:
+        pos = np.unravel_index(flat, shape)
+        best.append(SiteAccuracy(layer=layers[int(pos[0])], head=int(pos[1]) if len(shape) == 2 else None,
+                                 accuracy=float(mean[flat]), accuracy_std=float(std[flat])))
+    return ProbeResult(
+        site=params.site, position=params.position, layers=layers, classes=classes, n_examples=len(examples),
+        chance=chance(y), validation=described, accuracy=mean_grid.tolist(), accuracy_std=std_grid.tolist(),
+        best=best,
+    )
