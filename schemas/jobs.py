@@ -14,6 +14,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field, TypeAdapter, create_model
 from schemas.common import FieldError, ModelId, Problem, Strict
 from schemas.kinds import attention, attention_patterns, attribution, ffn_projection, generate, logit_lens
 from schemas.kinds import probe, steering_fit
+from schemas.kinds import knowledge_edit, knowledge_neurons
 from schemas.limits import Limits
 
 
@@ -32,6 +33,8 @@ KINDS: dict[str, KindSpec] = {
     "generate": KindSpec(generate.GenerateInput, generate.GenerateParams, generate.GenerateResult, ("causal_lm",), 300),
     "probe": KindSpec(probe.ProbeInput, probe.ProbeParams, probe.ProbeResult, ("causal_lm", "encoder"), 900),
     "steering_fit": KindSpec(steering_fit.SteeringFitInput, steering_fit.SteeringFitParams, steering_fit.SteeringFitResult, ("causal_lm",), 900),
+    "knowledge_neurons": KindSpec(knowledge_neurons.KnowledgeNeuronsInput, knowledge_neurons.KnowledgeNeuronsParams, knowledge_neurons.KnowledgeNeuronsResult, ("causal_lm",), 1800),
+    "knowledge_edit": KindSpec(knowledge_edit.KnowledgeEditInput, knowledge_edit.KnowledgeEditParams, knowledge_edit.KnowledgeEditResult, ("causal_lm",), 1800),
 }
 
 

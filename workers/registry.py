@@ -14,6 +14,10 @@ from schemas.kinds import steering_fit as steering_fit_schema
 from workers.methods import attribution, generate
 from workers.methods import probe, steering_fit
 
+from schemas.kinds import knowledge_edit as knowledge_edit_schema
+from schemas.kinds import knowledge_neurons as knowledge_neurons_schema
+from workers.methods import knowledge_edit, knowledge_neurons
+
 
 class MethodSpec(NamedTuple):
     params: type[BaseModel]
@@ -26,4 +30,8 @@ REGISTRY: dict[str, MethodSpec] = {
     "generate": MethodSpec(generate_schema.GenerateParams, generate_schema.GenerateResult, generate.run),
     "probe": MethodSpec(probe_schema.ProbeParams, probe_schema.ProbeResult, probe.run),
     "steering_fit": MethodSpec(steering_fit_schema.SteeringFitParams, steering_fit_schema.SteeringFitResult, steering_fit.run),
+    "knowledge_neurons": MethodSpec(knowledge_neurons_schema.KnowledgeNeuronsParams,
+                                    knowledge_neurons_schema.KnowledgeNeuronsResult, knowledge_neurons.run),
+    "knowledge_edit": MethodSpec(knowledge_edit_schema.KnowledgeEditParams, knowledge_edit_schema.KnowledgeEditResult,
+                                 knowledge_edit.run),
 }

@@ -1,0 +1,95 @@
+"""`knowledge_neurons`: locate the FFN neurons that express one fact (Dai et al. 2022, "Knowledge
+Neurons in Pretrained Transformers") and measure what suppressing or enhancing them does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.limits import Limits, over
+
+Rule = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+Answer = Annotated[str, Field(min_length=1, max_length=256)]
+MAX_FACT_PROMPTS = 16
+MAX_CONTROL_PROMPTS = 32
+MAX_ANSWER_TOKENS = 8
+
+
+class FactInput(Strict):
+    prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_FACT_PROMPTS)] = Field(
+        description="Paraphrases of one fact, each followed directly by the answer (mind the leading space)."
+    )
+    answer: Answer = Field(description="The answer text that continues every prompt, e.g. ' Paris'.")
+
+
+class KnowledgeNeuronsInput(FactInput):
+    control_prompts: Annotated[list[Prompt], Field(max_length=MAX_CONTROL_PROMPTS)] = Field(
+        default_factory=list, description="Other facts: their top-1 next token should not move."
+    )
+
+
+class LocateParams(Strict):
+    """How neurons are located (shared by `knowledge_neurons` and `knowledge_edit`)."""
+
+    n_steps: Annotated[int, Field(ge=1, le=1024)] = 20
+    rule: Rule = Field("gausslegendre", description="Quadrature rule (Captum's names); the reference code "
+                                                    "uses riemann_left")
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.2, description="Keep a prompt's neurons whose score is over threshold × that prompt's max score.")
+    sharing_ratio: Annotated[float, Field(gt=0.0, le=1.0)] | Literal["adaptive"] = Field(
+        "adaptive", description="Keep neurons kept on at least this share of the prompts; 'adaptive': start at "
+                                "0.7 and move by 0.05 until the count lands in `target_count`.")
+    target_count: Annotated[tuple[int, int], Field()] = (2, 5)
+    max_neurons: Annotated[int, Field(ge=1, le=256)] = 32
+    layers: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> LocateParams:
+        lo, hi = self.target_count
+        if not 1 <= lo <= hi:
+            raise ValueError("target_count must be [lo, hi] with 1 <= lo <= hi")
+        return self
+
+    def over_limits(self, limits: Limits) -> Iterator[FieldError]:
+        if self.n_steps > limits.max_steps:
+            yield over(["params", "n_steps"], self.n_steps, "max_steps", limits.max_steps)
+
+
+class KnowledgeNeuronsParams(LocateParams):
+    enhance_factor: Annotated[float, Field(gt=1.0, le=100.0)] = 2.0
+    random_baseline: bool = Field(
+        True, description="Also suppress as many random neurons in the same layers (seeded) for comparison.")
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+
+
+class Neuron(Strict):
+    layer: Annotated[int, Field(ge=0)]
+    index: Annotated[int, Field(ge=0)]
+    score: float | None = Field(None, description="Mean IG score over the prompts")
+    shared_by: float | None = Field(None, description="Share of prompts where the neuron passed the threshold")
+
+
+class PromptEffect(Strict):
+    """Answer probability on one prompt: mean over the answer's tokens, teacher-forced."""
+
+    prompt: str
+    prob: float
+    suppressed: float
+    enhanced: float
+    random_suppressed: float | None = None
+    top1_token: str | None = Field(None, description="controls: the model's own next token, whose prob is shown")
+
+
+class KnowledgeNeuronsResult(Result):
+    answer_tokens: list[str]
+    neurons: list[Neuron]
+    sharing_ratio: float = Field(description="The sharing ratio that was used (after adaptation)")
+    coarse_counts: list[int] = Field(description="Neurons over the threshold, per prompt")
+    random_neurons: list[Neuron] | None = None
+    prompts: list[PromptEffect]
+    controls: list[PromptEffect]
+    summary: dict[str, float] = Field(
+        description="Mean relative change of the probability (after/before − 1) per intervention and prompt set")
