@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -27,6 +28,7 @@ from service.config import Settings
 from service.problems import PROBLEM_BASE
 
 TASK = "workers.tasks.run_job"
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 _STATUS = {
     RQStatus.CREATED: JobStatus.queued, RQStatus.QUEUED: JobStatus.queued, RQStatus.DEFERRED: JobStatus.queued,
@@ -79,6 +81,8 @@ class JobQueue:
 
     # -- read -----------------------------------------------------------------------------------
     def fetch(self, job_id: str, owner: str) -> Job | None:
+        if not JOB_ID.fullmatch(job_id):  # RQ raises on other characters: such an id names no job
+            return None
         try:
             job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
         except NoSuchJobError:
@@ -95,7 +99,7 @@ class JobQueue:
             result = job.return_value()
         if status in (JobStatus.failed, JobStatus.canceled):
             error = self._error(job, status)
-        progress = job.meta.get("progress")
+        progress = job.meta.get("progress") or 0.0
         if status is JobStatus.finished:
             progress = 1.0
         return JobView(
