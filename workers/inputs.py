@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from schemas.common import TextInput
+from schemas.common import FieldError, TextInput
 from schemas.limits import Limits, over
 from workers.errors import BadInput
 from workers.models.loading import LM, Encoded
 
 
-def encode_prompt(lm: LM, text: TextInput, limits: Limits, loc: tuple[str, ...] = ("input", "prompt")) -> Encoded:
+def encode_prompt(lm: LM, text: TextInput, limits: Limits,
+                  loc: tuple[str | int, ...] = ("input", "prompt")) -> Encoded:
     """Encode `text`; over `max_prompt_tokens` (or empty after tokenization) is a BadInput."""
-    enc = lm.encode(text)
     field = list(loc) if text.prompt is not None else [loc[0], "messages"]
+    if text.messages is not None and not getattr(lm.tokenizer, "chat_template", None):
+        raise BadInput(f"model {lm.id} has no chat template; send `prompt`",
+                       [FieldError(loc=field, msg="this model has no chat template", type="no_chat_template")])
+    enc = lm.encode(text)
     if not enc.ids:
         raise BadInput("the prompt has no tokens")
     if len(enc.ids) > limits.max_prompt_tokens:
@@ -37,3 +41,15 @@ def word_spans(enc: Encoded) -> list[tuple[int, int]]:
         else:
             spans.append((i, i + 1))
     return spans
+
+
+def resolve_indices(selected: list[int] | None, size: int, loc: list[str | int], what: str) -> list[int]:
+    """Layer, head or position indices (negative counts from the end) -> sorted unique indices in
+    [0, size); None selects all. Out of range is a BadInput naming the field."""
+    if selected is None:
+        return list(range(size))
+    bad = [i for i in selected if not -size <= i < size]
+    if bad:
+        msg = f"{what} {bad} out of range: the model has {size} (use 0..{size - 1} or negatives from the end)"
+        raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="out_of_range", ctx={"size": size})])
+    return sorted({i % size for i in selected})

@@ -18,11 +18,13 @@ class Architecture:
     unembed: str | None  # vocabulary projection
     attn: str  # attention module in a block
     attn_out: str  # output projection; its input is the per-head output, (.., heads*head_dim)
-    v_proj: str | None  # value projection (None: fused, e.g. GPT-2 c_attn)
+    v_proj: str  # module whose output holds the values, (.., n_kv_heads*head_dim) (fused: q, k, v)
     mlp: str  # FFN module in a block
     mlp_out: str  # FFN output projection; its input is the activation m (Geva et al. 2022)
     attn_norm: str | None  # pre-attention norm (pre-LN) or post-attention norm (BERT)
     mlp_norm: str | None
+    qkv_fused: bool = False  # v_proj outputs q, k and v concatenated (GPT-2 c_attn): values are the last third
+    post_norm: bool = False  # post-LN (BERT): each sublayer's output is normalised; pre-LN: the input is
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -33,14 +35,14 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "gpt2": Architecture(
         family="gpt2", embed="transformer.wte", layers="transformer.h", final_norm="transformer.ln_f",
-        unembed="lm_head", attn="attn", attn_out="attn.c_proj", v_proj=None,
-        mlp="mlp", mlp_out="mlp.c_proj", attn_norm="ln_1", mlp_norm="ln_2",
+        unembed="lm_head", attn="attn", attn_out="attn.c_proj", v_proj="attn.c_attn",
+        mlp="mlp", mlp_out="mlp.c_proj", attn_norm="ln_1", mlp_norm="ln_2", qkv_fused=True,
     ),
     "bert": Architecture(
         family="bert", embed="embeddings.word_embeddings", layers="encoder.layer", final_norm=None,
         unembed=None, attn="attention.self", attn_out="attention.output.dense", v_proj="attention.self.value",
         mlp="intermediate", mlp_out="output.dense", attn_norm="attention.output.LayerNorm",
-        mlp_norm="output.LayerNorm",
+        mlp_norm="output.LayerNorm", post_norm=True,
     ),
 }
 

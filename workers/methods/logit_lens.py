@@ -1,0 +1,74 @@
+"""`logit_lens`: the residual stream after each layer (and optionally after each attention sublayer)
+read in the vocabulary (nostalgebraist 2020, "interpreting GPT: the logit lens"; TransformerLens's
+`accumulated_resid` + `apply_ln_to_stack`).
+
+The final norm is applied to each layer's states themselves, so its scale is recomputed per layer
+and position. TransformerLens's `apply_ln_to_stack` defaults to the cached scale of the last layer,
+which changes the lens at earlier layers; here the last layer's lens is exactly the model's logits
+(tested). Residuals are kept only at the requested positions; logits are made one layer at a time.
+Encoders loaded without an LM head read through their input embeddings (see `internals.unembedding`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from schemas.kinds.logit_lens import LensLayer, LogitLensParams, LogitLensResult
+from schemas.limits import Limits
+from workers.errors import BadInput
+from workers.inputs import encode_continuation, encode_prompt, resolve_indices
+from workers.internals import forward, lens_logits, residual_hooks, unembedding
+from workers.models.loading import LM
+from workers.progress import Progress
+
+
+def token_texts(lm: LM, ids: list[list[int]]) -> list[list[str]]:
+    """Decoded strings of nested token ids, each distinct id decoded once."""
+    seen: dict[int, str] = {}
+
+    def text(i: int) -> str:
+        if i not in seen:
+            seen[i] = lm.tokenizer.decode([i])
+        return seen[i]
+    return [[text(i) for i in row] for row in ids]
+
+
+def read(lm: LM, h: torch.Tensor, top_k: int, target_id: int | None) -> dict:
+    """Lens of states (P, d): top-k tokens and probabilities, and the target's rank and probability."""
+    logp = torch.log_softmax(lens_logits(lm, h), -1)  # (P, V)
+    top = logp.topk(top_k, dim=-1)
+    ids = top.indices.tolist()
+    out = {"top_tokens": token_texts(lm, ids), "top_ids": ids, "top_probs": top.values.exp().tolist()}
+    if target_id is not None:
+        t = logp[:, target_id]  # (P,)
+        out["target_rank"] = (logp > t[:, None]).sum(-1).tolist()
+        out["target_prob"] = t.exp().tolist()
+    return out
+
+
+@torch.no_grad()
+def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> LogitLensResult:
+    params: LogitLensParams = request.params
+    limits = limits or Limits()
+    enc = encode_prompt(lm, request.input, limits)
+    facts = lm.facts()
+    if errors := list(params.over_result_limit(len(enc.ids), facts, limits)):
+        raise BadInput(errors[0].msg, errors)
+    layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers")
+    positions = resolve_indices(params.positions, len(enc.ids), ["params", "positions"], "positions")
+    target_id = encode_continuation(lm, request.input.target)[0] if request.input.target else None
+    sites = ("resid_mid", "resid_post") if params.include_mid else ("resid_post",)
+    store: dict[tuple[str, int], torch.Tensor] = {}
+    with residual_hooks(lm, layers, sites, store, positions):
+        forward(lm, enc.ids)
+    progress(0.2)
+    out = []
+    for n, i in enumerate(layers):
+        for site in sites:
+            out.append(LensLayer(layer=i, site=site, **read(lm, store.pop((site, i)), params.top_k, target_id)))
+        progress(0.2 + 0.8 * (n + 1) / len(layers))
+    return LogitLensResult(
+        tokens=lm.token_strings(enc.ids), positions=positions,
+        target_token=None if target_id is None else lm.tokenizer.decode([target_id]), target_id=target_id,
+        unembedding=unembedding(lm)[1], layers=out,
+    )
