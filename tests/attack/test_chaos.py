@@ -1,0 +1,104 @@
+"""Workers killed with SIGKILL while they run jobs: no job is lost or stuck `started`; each ends
+finished, or failed with a reason; with retries off the caller's webhook says the job failed."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+from redis import Redis
+from standardwebhooks import Webhook as Verifier
+
+from tests.attack.conftest import SECRETS, Stack, gen, redis_base
+from tests.attack.test_webhooks_e2e import Receiver
+
+pytestmark = pytest.mark.slow
+N_JOBS = 100
+KILLS = 3
+
+
+def _stack(redis_url, model_dir, db: int, env: dict[str, str]) -> Stack:
+    url = redis_base(redis_url) + f"/{db}"
+    Redis.from_url(url).flushdb()
+    s = Stack(url, model_dir, env)
+    s.start_api()
+    s.start_webhook_worker()
+    return s
+
+
+def _kill_a_busy_worker(s: Stack, rng: random.Random, timeout: float = 60) -> bool:
+    """SIGKILL a worker while some job is started (a worker is picked at random); restart one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if s.redis.zcard("rq:wip:lantern:tiny-llama"):
+            break
+        time.sleep(0.01)
+    else:
+        return False
+    alive = [p for p in s.workers if p.poll() is None]
+    victim = rng.choice(alive)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    s.start_worker()
+    return True
+
+
+def test_kill_9_during_100_jobs_loses_none(redis_url, tiny_model_dir):
+    rng = random.Random(7)
+    s = _stack(redis_url, tiny_model_dir, 12, {})
+    try:
+        s.start_worker()
+        s.start_worker()
+        s.wait_workers(2)
+        ids = []
+        with s.client("acme") as c:
+            for i in range(N_JOBS):
+                r = c.post("/v1/jobs", json=gen(f"Two plus two is {i}", tokens=8))
+                assert r.status_code == 202, r.text
+                ids.append(r.json()["id"])
+        kills = 0
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.2, 1.5))
+            kills += _kill_a_busy_worker(s, rng)
+        views = [s.wait(i, timeout=240) for i in ids]
+        statuses = [v["status"] for v in views]
+        assert kills == KILLS
+        assert all(st in ("finished", "failed") for st in statuses), statuses
+        for v in views:
+            if v["status"] == "failed":
+                assert v["error"]["type"].endswith("worker-lost") and v["error"]["detail"], v["error"]
+        assert statuses.count("finished") >= N_JOBS - KILLS  # each kill costs at most one retry
+        assert s.redis.zcard("rq:wip:lantern:tiny-llama") == 0  # nothing left `started`
+        requeued = sum(1 for i in ids if b"worker_lost" in (s.redis.hget(f"rq:job:{i}", "meta") or b""))
+        assert requeued >= 1  # at least one kill did land mid-job and was retried
+    finally:
+        s.stop()
+
+
+def test_without_retries_a_killed_job_fails_and_its_webhook_says_so(redis_url, tiny_model_dir):
+    receiver = Receiver(fail=0)
+    s = _stack(redis_url, tiny_model_dir, 10, {"LANTERN_WORKER_LOST_RETRIES": "0"})
+    try:
+        worker = s.start_worker()
+        s.wait_workers(1)
+        with s.client("acme") as c:
+            body = gen("The quick brown fox " * 20, 256, webhook={"url": receiver.url, "events": ["failed"]})
+            body["params"]["stop_at_eos"] = False
+            job_id = c.post("/v1/jobs", json=body).json()["id"]
+            while c.get(f"/v1/jobs/{job_id}").json()["status"] == "queued":
+                time.sleep(0.005)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        view = s.wait(job_id, timeout=60)
+        if view["status"] == "finished":
+            pytest.skip("the job finished before the kill landed")
+        assert view["status"] == "failed" and view["error"]["type"].endswith("worker-lost"), view
+        receiver.wait_accepted(1, timeout=30)
+        (got,) = receiver.accepted.values()
+        payload = Verifier(SECRETS["acme"]).verify(got["body"], got["headers"])
+        assert payload["type"] == "job.failed" and payload["data"]["error"]["type"].endswith("worker-lost")
+    finally:
+        s.stop()
+        receiver.server.shutdown()
