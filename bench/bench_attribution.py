@@ -21,7 +21,7 @@ def _lantern(lm, prompt):
     from workers.progress import no_progress
 
     req = parse_job({"kind": "attribution", "model": lm.id, "input": {"prompt": prompt, "target": TARGET},
-                     "params": {"n_steps": STEPS, "fix_special_tokens": False}})
+                     "params": {"n_steps": STEPS, "fix_special_tokens": False, "fix_first_token": False}})
     return lambda: attribution.run(lm, req, no_progress)
 
 

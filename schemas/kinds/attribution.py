@@ -40,6 +40,9 @@ class AttributionParams(Interventions):
     fix_special_tokens: bool = Field(
         True, description="Keep BOS and chat-template markers at their embedding on the IG path."
     )
+    fix_first_token: bool = Field(
+        True, description="Keep position 0 (the attention sink) at its embedding on the IG path."
+    )
     granularity: Literal["token", "word"] = "token"
     target_metric: Literal["logprob", "prob", "logit"] = "logprob"
     max_new_tokens: Annotated[int, Field(ge=1, le=256)] = 1

@@ -106,7 +106,10 @@ def test_word_granularity_sums_the_tokens_of_each_word(tiny_llama):
 def test_special_tokens_stay_fixed_and_score_zero(tiny_llama):
     res = attribution.run(tiny_llama, request(n_steps=8), no_progress)
     assert res.input_tokens[0] == "<s>" and res.scores[0][0] == 0.0
-    free = attribution.run(tiny_llama, request(n_steps=8, fix_special_tokens=False), no_progress)
+    still_first = attribution.run(tiny_llama, request(n_steps=8, fix_special_tokens=False), no_progress)
+    assert still_first.scores[0][0] == 0.0  # position 0 is also the attention sink, fixed by default
+    free = attribution.run(tiny_llama, request(n_steps=8, fix_special_tokens=False, fix_first_token=False),
+                           no_progress)
     assert free.scores[0][0] != 0.0
 
 

@@ -16,9 +16,14 @@ embeddings (they are context, not explained input). Special tokens (BOS, chat ma
 on the IG path when `fix_special_tokens` (their score is then 0): interpolating a BOS embedding
 toward the baseline moves the model far off its training distribution.
 
-Completeness on SmolLM2: the path from a `pad` embedding is ill-conditioned (RMSNorm rescales a
-near-zero interpolant at small α), so the relative error falls slowly with steps; the result
-reports it (`convergence`) and `n_steps: "auto"` doubles steps until it meets `tolerance`.
+Completeness on SmolLM2 (measured, IOI prompt, " Mary"): with every position interpolated, the
+relative error of IG does not settle as steps grow (5.7 at 16 steps, 6.4 at 64, 0.88 at 256, pad
+baseline; zero baseline alike). SmolLM2's tokenizer adds no BOS, so position 0 is an ordinary word
+that carries the attention sink (Xiao et al. 2023: massive activations every head attends to);
+moving its embedding along the path reshapes attention in every layer. Keeping position 0 fixed
+(`fix_first_token`, default on; its score is then 0) makes the path well behaved: 9.6% at 32
+steps, 1.7% at 128. The result always reports `convergence`, and `n_steps: "auto"` doubles steps
+until the relative error meets `tolerance`.
 """
 
 from __future__ import annotations
@@ -52,16 +57,18 @@ def baseline_embeddings(lm: LM, target: Target, params: AttributionParams) -> to
         if tok is None:
             raise BadInput(f"model {lm.id} has no {params.baseline} token; use baseline 'zero' or 'pad'",)
         base = lm.embed(torch.tensor(tok, device=lm.device))  # (d,)
-    explained = explained_mask(target, params.fix_special_tokens).to(lm.device)  # (L,)
+    explained = explained_mask(target, params).to(lm.device)  # (L,)
     return torch.where(explained[:, None], base.expand_as(x), x)
 
 
-def explained_mask(target: Target, fix_special_tokens: bool) -> torch.Tensor:
+def explained_mask(target: Target, params: AttributionParams) -> torch.Tensor:
     """(L,) bool: positions whose embedding is explained (prompt tokens, special ones optional)."""
     mask = torch.zeros(target.n + target.T - 1, dtype=torch.bool)
     mask[: target.n] = True
-    if fix_special_tokens:
+    if params.fix_special_tokens:
         mask[: target.n] &= ~torch.tensor(target.prompt.special, dtype=torch.bool)
+    if params.fix_first_token:
+        mask[0] = False
     return mask
 
 
