@@ -18,6 +18,7 @@ import pytest
 from redis import Redis
 
 from tests.conftest import ROOT, free_port
+from tests.redis_server import PrivateRedis
 
 MODEL = "tiny-llama"
 KEYS = {"acme": "key-acme-0123456789", "beta": "key-beta-0123456789"}
@@ -35,8 +36,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
-def redis_base(url: str) -> str:
-    return url.rsplit("/", 1)[0]
+@pytest.fixture(scope="session")
+def attack_redis(tmp_path_factory) -> Iterator[PrivateRedis]:
+    """A private redis-server: the attack stacks flush and fill their databases without touching
+    the shared server other suites use."""
+    server = PrivateRedis(tmp_path_factory.mktemp("attack-redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 class Stack:
@@ -129,11 +136,9 @@ def gen(prompt: str = "The capital of France is", tokens: int = 2, **extra) -> d
 
 
 @pytest.fixture(scope="session")
-def stack(redis_url, tiny_model_dir) -> Iterator[Stack]:
-    """API + one tiny-llama worker + the webhook worker on Redis database 13."""
-    url = redis_base(redis_url) + "/13"
-    Redis.from_url(url).flushdb()
-    s = Stack(url, tiny_model_dir)
+def stack(attack_redis, tiny_model_dir) -> Iterator[Stack]:
+    """API + one tiny-llama worker + the webhook worker on database 1 of the private Redis."""
+    s = Stack(attack_redis.url(1), tiny_model_dir)
     try:
         s.start_api()
         s.start_worker()

@@ -8,10 +8,9 @@ import signal
 import time
 
 import pytest
-from redis import Redis
 from standardwebhooks import Webhook as Verifier
 
-from tests.attack.conftest import SECRETS, Stack, gen, redis_base
+from tests.attack.conftest import SECRETS, Stack, gen
 from tests.attack.test_webhooks_e2e import Receiver
 
 pytestmark = pytest.mark.slow
@@ -19,10 +18,8 @@ N_JOBS = 100
 KILLS = 3
 
 
-def _stack(redis_url, model_dir, db: int, env: dict[str, str]) -> Stack:
-    url = redis_base(redis_url) + f"/{db}"
-    Redis.from_url(url).flushdb()
-    s = Stack(url, model_dir, env)
+def _stack(server, model_dir, db: int, env: dict[str, str]) -> Stack:
+    s = Stack(server.url(db), model_dir, env)
     s.start_api()
     s.start_webhook_worker()
     return s
@@ -45,23 +42,23 @@ def _kill_a_busy_worker(s: Stack, rng: random.Random, timeout: float = 60) -> bo
     return True
 
 
-def test_kill_9_during_100_jobs_loses_none(redis_url, tiny_model_dir):
+def test_kill_9_during_100_jobs_loses_none(attack_redis, tiny_model_dir):
     rng = random.Random(7)
-    s = _stack(redis_url, tiny_model_dir, 12, {})
+    s = _stack(attack_redis, tiny_model_dir, 3, {})
     try:
         s.start_worker()
         s.start_worker()
         s.wait_workers(2)
-        ids = []
+        ids, kills = [], 0
         with s.client("acme") as c:
-            for i in range(N_JOBS):
-                r = c.post("/v1/jobs", json=gen(f"Two plus two is {i}", tokens=8))
-                assert r.status_code == 202, r.text
-                ids.append(r.json()["id"])
-        kills = 0
-        for _ in range(KILLS):
-            time.sleep(rng.uniform(0.2, 1.5))
-            kills += _kill_a_busy_worker(s, rng)
+            for chunk in range(KILLS + 1):  # the kills land between chunks, so there is always work
+                for i in range(N_JOBS // (KILLS + 1)):
+                    r = c.post("/v1/jobs", json=gen(f"Two plus two is {chunk}-{i}", tokens=8))
+                    assert r.status_code == 202, r.text
+                    ids.append(r.json()["id"])
+                if chunk < KILLS:
+                    time.sleep(rng.uniform(0.05, 0.5))
+                    kills += _kill_a_busy_worker(s, rng)
         views = [s.wait(i, timeout=240) for i in ids]
         statuses = [v["status"] for v in views]
         assert kills == KILLS
@@ -77,9 +74,9 @@ def test_kill_9_during_100_jobs_loses_none(redis_url, tiny_model_dir):
         s.stop()
 
 
-def test_without_retries_a_killed_job_fails_and_its_webhook_says_so(redis_url, tiny_model_dir):
+def test_without_retries_a_killed_job_fails_and_its_webhook_says_so(attack_redis, tiny_model_dir):
     receiver = Receiver(fail=0)
-    s = _stack(redis_url, tiny_model_dir, 10, {"LANTERN_WORKER_LOST_RETRIES": "0"})
+    s = _stack(attack_redis, tiny_model_dir, 4, {"LANTERN_WORKER_LOST_RETRIES": "0"})
     try:
         worker = s.start_worker()
         s.wait_workers(1)

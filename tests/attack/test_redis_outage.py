@@ -4,44 +4,15 @@ stays up, and everything recovers by itself: the API, the model worker and the w
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 
 import pytest
 from redis import Redis
 
 from tests.attack.conftest import Stack, gen
-from tests.conftest import free_port
+from tests.redis_server import PrivateRedis
 
 pytestmark = pytest.mark.slow
-
-
-class PrivateRedis:
-    def __init__(self, folder):
-        self.port = free_port()
-        self.folder = folder
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is not installed"
-        self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-                                      "--appendonly", "yes", "--save", "", "--protected-mode", "no"],
-                                     stdout=subprocess.DEVNULL)
-        r = Redis(port=self.port)
-        for _ in range(100):
-            try:
-                r.ping()
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
 
 
 def _until(fn, timeout: float = 60, step: float = 0.2):
@@ -59,9 +30,9 @@ def _until(fn, timeout: float = 60, step: float = 0.2):
 
 
 def test_redis_outage_gives_503_then_recovers(tmp_path, tiny_model_dir):
-    redis = PrivateRedis(tmp_path)
+    redis = PrivateRedis(tmp_path, persist=True)
     redis.start()
-    s = Stack(f"redis://127.0.0.1:{redis.port}/0", tiny_model_dir)
+    s = Stack(redis.url(0), tiny_model_dir)
     try:
         s.start_api()
         s.start_worker()

@@ -7,7 +7,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from tests.attack.conftest import KEYS, Stack, redis_base
+from tests.attack.conftest import KEYS, Stack
 
 pytestmark = pytest.mark.slow
 CASES_PER_OPERATION = 115
@@ -15,12 +15,8 @@ MIN_CASES = 1000
 
 
 @pytest.fixture(scope="module")
-def fuzz_stack(redis_url, tiny_model_dir):
-    from redis import Redis
-
-    url = redis_base(redis_url) + "/11"
-    Redis.from_url(url).flushdb()
-    s = Stack(url, tiny_model_dir, {"LANTERN_MAX_NEW_TOKENS": "4", "LANTERN_MAX_STEPS": "4",
+def fuzz_stack(attack_redis, tiny_model_dir):
+    s = Stack(attack_redis.url(2), tiny_model_dir, {"LANTERN_MAX_NEW_TOKENS": "4", "LANTERN_MAX_STEPS": "4",
                                     "LANTERN_MAX_SAMPLES": "8", "LANTERN_MAX_QUEUE_DEPTH": "50"})
     try:
         s.start_api()

@@ -11,27 +11,39 @@ from service.config import Settings
 from service.guards import Guards
 from service.main import create_app
 from service.problems import ProblemError
-from tests.conftest import TEST_REDIS_URL
+from tests.redis_server import PrivateRedis
 
 BODY = {"kind": "generate", "model": "smollm2-135m", "input": {"prompt": "Hi"}, "params": {"max_new_tokens": 1}}
-DB = TEST_REDIS_URL.rsplit("/", 1)[0] + "/14"
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def r(redis_url):
-    """A database of its own (14): never touch db 15, where the shared e2e service runs."""
-    conn = Redis.from_url(DB)
+def r(private_redis):
+    """A private redis-server: other suites share the one on 6379."""
+    conn = Redis.from_url(private_redis.url(0))
     conn.flushdb()
     return conn
 
 
-def _client(redis_url, **over) -> TestClient:
-    settings = Settings(redis_url=DB, api_keys="acme=ka,beta=kb", **over)
+@pytest.fixture
+def db(r, private_redis) -> str:
+    return private_redis.url(0)
+
+
+def _client(redis_url: str, **over) -> TestClient:
+    settings = Settings(redis_url=redis_url, api_keys="acme=ka,beta=kb", **over)
     return TestClient(create_app(settings))
 
 
-def test_rate_limit_is_per_tenant_with_retry_after(r, redis_url):
-    g = Guards(r, Settings(redis_url=DB, rate_limit_per_s=3, rate_limit_burst_per_min=100))
+def test_rate_limit_is_per_tenant_with_retry_after(r, db):
+    g = Guards(r, Settings(redis_url=db, rate_limit_per_s=3, rate_limit_burst_per_min=100))
     now = 1_000_000.5
     for _ in range(3):
         g.rate("acme", now)
@@ -42,8 +54,8 @@ def test_rate_limit_is_per_tenant_with_retry_after(r, redis_url):
     g.rate("acme", now + 1)  # next window
 
 
-def test_rate_limit_through_the_api(r, redis_url):
-    c = _client(redis_url, rate_limit_per_s=1000, rate_limit_burst_per_min=5)
+def test_rate_limit_through_the_api(r, db):
+    c = _client(db, rate_limit_per_s=1000, rate_limit_burst_per_min=5)
     codes = [c.get("/v1/jobs", headers={"Authorization": "Bearer ka"}).status_code for _ in range(7)]
     assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]
     res = c.get("/v1/jobs", headers={"Authorization": "Bearer ka"})
@@ -51,8 +63,8 @@ def test_rate_limit_through_the_api(r, redis_url):
     assert c.get("/v1/jobs", headers={"Authorization": "Bearer kb"}).status_code == 200
 
 
-def test_concurrency_limit_counts_only_live_jobs(r, redis_url):
-    c = _client(redis_url, max_active_jobs=2)
+def test_concurrency_limit_counts_only_live_jobs(r, db):
+    c = _client(db, max_active_jobs=2)
     h = {"Authorization": "Bearer ka"}
     ids = [c.post("/v1/jobs", json=BODY, headers=h).json()["id"] for _ in range(2)]
     third = c.post("/v1/jobs", json=BODY, headers=h)
@@ -63,16 +75,16 @@ def test_concurrency_limit_counts_only_live_jobs(r, redis_url):
     assert c.post("/v1/jobs", json=BODY, headers=h).status_code == 202
 
 
-def test_queue_depth_ceiling_is_503(r, redis_url):
-    c = _client(redis_url, max_queue_depth=2)
+def test_queue_depth_ceiling_is_503(r, db):
+    c = _client(db, max_queue_depth=2)
     h = {"Authorization": "Bearer ka"}
     assert [c.post("/v1/jobs", json=BODY, headers=h).status_code for _ in range(2)] == [202, 202]
     full = c.post("/v1/jobs", json=BODY, headers=h)
     assert full.status_code == 503 and full.headers["retry-after"] and "max_queue_depth" in full.json()["detail"]
 
 
-def test_idempotency_claim_and_release(r, redis_url):
-    g = Guards(r, Settings(redis_url=DB))
+def test_idempotency_claim_and_release(r, db):
+    g = Guards(r, Settings(redis_url=db))
     first = g.claim("acme", "k1", {"a": 1, "b": 2})
     assert not first.replay
     again = g.claim("acme", "k1", {"b": 2, "a": 1})  # key order does not matter
@@ -86,7 +98,7 @@ def test_idempotency_claim_and_release(r, redis_url):
     assert 0 < r.ttl(f"lantern:idem:acme:{__import__('hashlib').sha256(b'k1').hexdigest()}") <= 24 * 3600
 
 
-def test_open_mode_is_announced(r, redis_url):
-    c = TestClient(create_app(Settings(redis_url=DB)))
+def test_open_mode_is_announced(r, db):
+    c = TestClient(create_app(Settings(redis_url=db)))
     assert c.get("/readyz").json()["auth"] == "open"
     assert c.get("/v1/jobs").status_code == 200

@@ -10,17 +10,24 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from schemas.keys import queue_name, worker_key
-from tests.conftest import TEST_REDIS_URL
+from tests.redis_server import PrivateRedis
 from workers.reaper import reap
 
 MODEL = "reaper-test"
-DB = TEST_REDIS_URL.rsplit("/", 1)[0] + "/14"
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def conn(redis_url):
-    """A database of its own (14): never touch db 15, where the shared e2e service runs."""
-    conn = Redis.from_url(DB)
+def conn(private_redis):
+    """A private redis-server: other suites share the one on 6379."""
+    conn = Redis.from_url(private_redis.url(0))
     conn.flushdb()
     return conn
 
