@@ -38,7 +38,8 @@ def main(argv: list[str]) -> None:
         print(f"bench {name}: done", flush=True)
     parts = ["# Benchmarks\n", "Written by `make bench` (bench/run.py). Medians of repeated runs; peers run in the "
              "same process on the same input. Each section says what limits the figure.\n"]
-    parts += [(RESULTS / f"{n}.md").read_text() for n in names() if (RESULTS / f"{n}.md").exists()]
+    # every section written so far, including ones measured elsewhere (gpu.md: bench/gpu_check.py on a GPU)
+    parts += [p.read_text() for p in sorted(RESULTS.glob("*.md"))]
     (HERE.parent / "BENCHMARKS.md").write_text("\n".join(parts))
 
 

@@ -7,9 +7,11 @@ job installs (steering, edits) in force for every step.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
+from transformers import LlamaForCausalLM
 
 from workers.models.loading import LM
 from workers.progress import Progress, no_progress
@@ -35,6 +37,10 @@ def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return logits
 
 
+# transformers 5.2x renamed `past_key_values` to `cache` (input and output); accept either.
+CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
 def eos_ids(lm: LM) -> set[int]:
     configured = getattr(lm.config, "eos_token_id", None)
     ids = {lm.tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
@@ -53,8 +59,8 @@ def decode(lm: LM, prompt_ids: list[int], max_new_tokens: int, *, temperature: f
     logprobs: list[float] = []
     finish = "length"
     for step in range(max_new_tokens):
-        out = lm.model(input_ids=step_ids, cache=past, use_cache=True, logits_to_keep=1)
-        past = out.cache
+        out = lm.model(input_ids=step_ids, **{CACHE_ARG: past}, use_cache=True, logits_to_keep=1)
+        past = out[CACHE_ARG]
         logits = out.logits[0, -1].float()  # (vocab,)
         logp = torch.log_softmax(logits, -1)
         if temperature == 0.0:
