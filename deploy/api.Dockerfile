@@ -1,0 +1,18 @@
+# The API image: FastAPI + Redis client, no torch, no transformers (~200 MB). The webhook worker
+# (`lantern webhook-worker`) runs from it too: it needs only the light modules of workers/.
+#   docker build -f deploy/api.Dockerfile -t lantern-api .
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY service ./service
+COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py ./workers/
+RUN pip install . && python -c "import service.main, workers.webhook_worker, sys; assert 'torch' not in sys.modules"
+RUN useradd --uid 10001 --no-create-home lantern
+USER 10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz')"
+# Keys: LANTERN_API_KEYS_FILE (tenant=sha256 lines) from a secret. Without keys the API is open:
+# never publish such a container beyond loopback.
+CMD ["lantern", "api", "--host", "0.0.0.0", "--port", "8000"]
