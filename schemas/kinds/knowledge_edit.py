@@ -30,7 +30,7 @@ class KnowledgeEditParams(LocateParams):
     lam: Annotated[float, Field(ge=0.0, le=1000.0)] | None = Field(
         None, alias="lambda", description="erase/update: multiple of the answer's unembedding row subtracted "
                                           "from (update: and of the new answer's added to) each value vector; "
-                                          "default 1 for erase, 4 for update (docs/knowledge.md)")
+                                          "default 0.5 (docs/knowledge.md)")
     factor: Annotated[float, Field(ge=0.0, le=100.0)] | None = Field(
         None, description="suppress/enhance: activation multiplier (default 0 for suppress, 2 for enhance)")
     locality_tolerance: Annotated[float, Field(ge=0.0, le=1.0)] = Field(

@@ -4,18 +4,20 @@ Dai et al. 2022, §5 ("Updating facts", "Erasing relations"), reference code
 github.com/Hunter-DDM/knowledge-neurons. Operations on neurons N = {(l, i)} with value vectors
 v_i = W_out^l[:, i] (`workers.ffn`):
 - suppress / enhance: m_i ← factor · m_i (0 / 2), i.e. δ_i = (factor − 1) v_i;
-- erase: v_i ← v_i − λ u_a, u_a the answer's **unembedding** row (the output embedding, averaged
+- erase: v_i ← v_i − λ s_i u_a, s_i = sign of the neuron's mean activation on the fact's prompts
+  (SwiGLU activations are signed; the paper's GELU neurons fire positive, so s_i = 1 there, and
+  without s_i an edit of a negatively firing neuron raises the answer), u_a the answer's **unembedding** row (the output embedding, averaged
   over the answer's tokens). The paper's BERT ties input and output embeddings, so its "word
   embedding" is both; LLaMA-family models need not tie them (EasyEdit's LLaMA setting uses the input
   embedding, which is then a different vector), and the unembedding row is the one that raises or
   lowers the answer's logit;
-- update: v_i ← v_i − λ u_old + λ u_new.
+- update: v_i ← v_i − λ s_i u_old + λ s_i u_new.
 Each is stored as value-vector deltas δ_i (an `edits` artifact) and applied by hooks at every
 position (`workers.edits`), never by writing the shared weights.
 
 Evaluation (token-level and teacher-forced, as EasyEdit's protocol; definitions in
 docs/knowledge.md): reliability on `prompts`, generalization on `paraphrases`, locality on
-`control_prompts`. λ defaults: 1 for erase, 4 for update (SmolLM2 figures in docs/knowledge.md).
+`control_prompts`. λ defaults: 0.5 for erase and update (SmolLM2 figures in docs/knowledge.md).
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from schemas.limits import Limits
 from workers.artifacts import ArtifactStore, job_store
 from workers.edits import ARTIFACT_KIND, to_data
 from workers.errors import BadInput
-from workers.ffn import ValueDelta, ffn_out_modules, n_neurons, scale_deltas
+from workers.ffn import ValueDelta, clean_activations, ffn_out_modules, n_neurons, scale_deltas
 from workers.methods.knowledge_neurons import (answer_scores, encode_answer, encode_prompts, locate)
 from workers.models.loading import LM
 from workers.progress import Progress
 
-DEFAULT_LAMBDA = {"erase": 1.0, "update": 4.0}
+DEFAULT_LAMBDA = {"erase": 0.5, "update": 0.5}
 DEFAULT_FACTOR = {"suppress": 0.0, "enhance": 2.0}
 
 
@@ -44,8 +46,20 @@ def unembedding(lm: LM, token_ids: list[int]) -> torch.Tensor:
     return w[torch.tensor(token_ids, device=w.device)].float().mean(0).detach()
 
 
+@torch.no_grad()
+def activation_signs(lm: LM, prompt_ids: list[list[int]], answer: list[int], neurons: list[tuple[int, int]]) -> dict:
+    """sign(mean m_i) over the fact's prompts at the position predicting the answer's first token."""
+    total = None
+    for ids in prompt_ids:
+        m, _ = clean_activations(lm, ids[:-1], ids[-1])  # (n_layers, inter)
+        total = m.float() if total is None else total + m.float()
+    return {(lay, i): (1.0 if float(total[lay, i]) >= 0 else -1.0) for lay, i in neurons}  # type: ignore[index]
+
+
 def edit_deltas(lm: LM, neurons: list[tuple[int, int]], params: KnowledgeEditParams, answer: list[int],
-                new_answer: list[int] | None) -> list[ValueDelta]:
+                new_answer: list[int] | None, signs: dict | None = None) -> list[ValueDelta]:
+    """δ_i per neuron. erase/update use sign(m_i) (`signs`, default +1): a SwiGLU activation can be
+    negative, and then v_i − λu would *raise* the answer (m_i(v_i − λu) = m_i v_i + |m_i| λu)."""
     op = params.operation
     if op in DEFAULT_FACTOR:
         factor = DEFAULT_FACTOR[op] if params.factor is None else params.factor
@@ -57,7 +71,9 @@ def edit_deltas(lm: LM, neurons: list[tuple[int, int]], params: KnowledgeEditPar
     by_layer: dict[int, list[int]] = {}
     for layer, i in neurons:
         by_layer.setdefault(layer, []).append(i)
-    return [ValueDelta(layer, idx, direction.expand(len(idx), -1).clone()) for layer, idx in sorted(by_layer.items())]
+    signs = signs or {}
+    return [ValueDelta(layer, idx, torch.stack([signs.get((layer, i), 1.0) * direction for i in idx]))
+            for layer, idx in sorted(by_layer.items())]
 
 
 def score_set(lm: LM, texts: list[str], ids: list[list[int]], answer: list[int], new_answer: list[int] | None,
@@ -139,7 +155,8 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
         if not neurons:
             raise BadInput("no knowledge neurons were located; lower params.threshold or params.sharing_ratio")
     pairs = sorted({(n.layer, n.index) for n in neurons})
-    deltas = edit_deltas(lm, pairs, params, answer, new_answer)
+    signs = activation_signs(lm, prompts, answer, pairs) if params.operation in DEFAULT_LAMBDA else None
+    deltas = edit_deltas(lm, pairs, params, answer, new_answer, signs)
     reliability = score_set(lm, inp.prompts, prompts, answer, new_answer, deltas, params.operation)
     progress(0.9)
     generalization = (score_set(lm, inp.paraphrases, paraphrases, answer, new_answer, deltas, params.operation)

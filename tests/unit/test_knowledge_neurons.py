@@ -1,0 +1,159 @@
+"""knowledge_neurons: batched all-layer FFN IG against Captum, IG completeness, a planted fact
+neuron, the adaptive sharing rule, and located vs random neurons on SmolLM2."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams, LocateParams
+from workers.ffn import clean_activations, ffn_integrated_gradients, ffn_out_modules, scale_deltas, value_deltas
+from workers.hooks import hook_count, hooks
+from workers.methods import knowledge_neurons as kn
+from workers.progress import no_progress
+
+PROMPT = "The capital of France is"
+
+
+class Request:
+    def __init__(self, input, params):
+        self.input, self.params = input, params
+
+
+def gate_source(lm, layer: int):
+    """A module whose output scales m linearly: LLaMA up_proj (m = silu(gate) ⊙ up), GPT-2 the GELU."""
+    return lm.layers[layer].get_submodule("mlp.up_proj" if lm.arch.family == "llama" else "mlp.act")
+
+
+def captum_ffn_ig(lm, ids: list[int], answer: int, layer: int, n_steps: int, method: str) -> torch.Tensor:
+    """Captum LayerIntegratedGradients on the FFN activation (the input of mlp_out) of `layer`.
+
+    The forward takes a gate g that scales m at the last position (baseline g=0: m = 0 there, input
+    g=1: the model itself), so Captum interpolates the layer input between those two activations."""
+    from captum.attr import LayerIntegratedGradients
+
+    def forward(gate: torch.Tensor) -> torch.Tensor:  # gate (batch,)
+        def scale(module, args, out):
+            out = out.clone()
+            out[:, -1] = out[:, -1] * gate[:, None]
+            return out
+        with hooks(forward=[(gate_source(lm, layer), scale)]):
+            logits = lm.model(input_ids=torch.tensor([ids] * gate.shape[0])).logits[:, -1]
+        return logits.softmax(-1)[:, answer]
+
+    lig = LayerIntegratedGradients(forward, ffn_out_modules(lm)[layer])
+    attr = lig.attribute(torch.ones(1), baselines=torch.zeros(1), n_steps=n_steps, method=method,
+                         attribute_to_layer_input=True)  # (1, L, inter)
+    assert attr[0, :-1].abs().max() == 0  # only the last position moves
+    return attr[0, -1]
+
+
+@pytest.mark.parametrize("family", ["tiny_llama", "tiny_gpt2"])
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left"])
+def test_ffn_ig_equals_captum_layer_ig(family, rule, request):
+    lm = request.getfixturevalue(family)
+    ids = lm.tokenizer(PROMPT)["input_ids"]
+    answer = 300
+    ours = ffn_integrated_gradients(lm, ids[:-1], ids[-1], answer, n_steps=12, rule=rule, rows=7)  # several batches
+    for layer in range(len(lm.layers)):
+        ref = captum_ffn_ig(lm, ids, answer, layer, 12, rule)
+        assert torch.allclose(ours[layer], ref, rtol=1e-4, atol=1e-6 * ref.abs().max())
+
+
+def test_ffn_ig_layer_subset_and_completeness(tiny_llama):
+    """Σ_i IG(m_i^l) = P(model) − P(layer l's activation zeroed at the last position) (Sundararajan et al. 2017)."""
+    lm = tiny_llama
+    ids = lm.tokenizer(PROMPT)["input_ids"]
+    answer = 300
+    ig = ffn_integrated_gradients(lm, ids[:-1], ids[-1], answer, n_steps=48, layers=[1])
+    assert ig[0].abs().max() == 0 and ig[2].abs().max() == 0
+    _, probs = clean_activations(lm, ids[:-1], ids[-1])
+    zero = scale_deltas(lm, [(1, i) for i in range(ig.shape[1])], 0.0)
+    p_zero = kn.answer_prob(lm, ids, [answer], zero)
+    assert float(ig[1].sum()) == pytest.approx(float(probs[answer]) - p_zero, rel=1e-3)
+
+
+def plant_fact_neuron(lm, prompt: str, answer_id: int, layer: int, index: int, pre: float = 3.0, out: float = 30.0):
+    """A copy of `lm` whose neuron (layer, index) fires on `prompt`'s last position (m ≈ silu(3)·3) and
+    writes the answer's unembedding direction; the answer's unembedding row is scaled up so the fact
+    can win the softmax (a random tiny model's logits are all near 0)."""
+    lm = copy.copy(lm)
+    lm.model = copy.deepcopy(lm.model)
+    ids = lm.tokenizer(prompt)["input_ids"]
+    block = lm.layers[layer]
+    with torch.no_grad():
+        seen = {}
+        with hooks(pre=[(block.mlp.gate_proj, lambda m, a: seen.__setitem__("h", a[0][0, -1]))]):
+            lm.model(input_ids=torch.tensor([ids]))
+        key = seen["h"] / seen["h"].norm() ** 2  # key · h = 1 for the normed residual the FFN reads
+        block.mlp.gate_proj.weight[index] = pre * key
+        block.mlp.up_proj.weight[index] = pre * key
+        lm.model.lm_head.weight[answer_id] *= 20.0
+        u = lm.model.lm_head.weight[answer_id]
+        block.mlp.down_proj.weight[:, index] = out * u / u.norm()
+    return lm
+
+
+@pytest.fixture(scope="module")
+def planted(tiny_llama):
+    (answer_id,) = tiny_llama.tokenizer(" Mary", add_special_tokens=False)["input_ids"]
+    return plant_fact_neuron(tiny_llama, PROMPT, answer_id, layer=1, index=17), answer_id
+
+
+def test_planted_fact_neuron_is_located(planted, tiny_llama):
+    lm, answer_id = planted
+    req = Request(KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary",
+                                        control_prompts=["Two plus two is"]),
+                  KnowledgeNeuronsParams(n_steps=16))
+    res = kn.run(lm, req, no_progress)
+    top = res.neurons[0]
+    assert (top.layer, top.index) == (1, 17) and top.shared_by == 1.0
+    effect = res.prompts[0]
+    assert effect.prob > 0.5  # the planted fact is known
+    assert effect.suppressed < 0.5 * effect.prob < effect.enhanced
+    assert effect.random_suppressed == pytest.approx(effect.prob, rel=0.2)
+    assert res.summary["suppressed"] < res.summary["random_suppressed"]
+    assert hook_count(lm.model) == 0 and hook_count(tiny_llama.model) == 0
+
+
+def test_refine_thresholds_and_adaptive_sharing():
+    scores = torch.zeros(4, 2, 10)  # (prompts, layers, neurons)
+    scores[:, 0, 0] = 1.0  # the peak of every prompt
+    scores[:3, 1, 3] = 0.5  # on 3 of 4 prompts
+    scores[:2, 1, 5] = 0.5  # on 2 of 4
+    scores[:, 0, 7] = 0.1  # under 0.2 × max everywhere
+    fixed = kn.refine(scores, LocateParams(sharing_ratio=0.5))
+    assert {(n.layer, n.index) for n in fixed.neurons} == {(0, 0), (1, 3), (1, 5)}
+    assert fixed.coarse_counts == [3, 3, 2, 1]
+    # adaptive, target [1, 2]: 0.7 keeps 2 (shares 1.0 and 0.75) -> in range
+    adaptive = kn.refine(scores, LocateParams(target_count=(1, 2)))
+    assert [(n.layer, n.index) for n in adaptive.neurons] == [(0, 0), (1, 3)] and adaptive.sharing_ratio == 0.7
+    # adaptive, target [3, 5]: steps down to 0.5, where the 2-of-4 neuron joins
+    down = kn.refine(scores, LocateParams(target_count=(3, 5)))
+    assert len(down.neurons) == 3 and down.sharing_ratio == pytest.approx(0.5)
+    assert down.neurons[0].score == 1.0  # sorted by mean score
+
+
+def test_value_deltas_limit_positions(tiny_llama):
+    lm = tiny_llama
+    ids = torch.tensor([lm.tokenizer(PROMPT)["input_ids"]])
+    base = lm.model(input_ids=ids).logits
+    with value_deltas(lm, scale_deltas(lm, [(0, 1), (2, 5)], 0.0), positions=[ids.shape[1] - 1]):
+        out = lm.model(input_ids=ids).logits
+    assert torch.equal(out[:, :-1], base[:, :-1]) and not torch.allclose(out[:, -1], base[:, -1])
+
+
+@pytest.mark.slow
+def test_smollm2_located_neurons_beat_random(smollm2):
+    """Suppressing located neurons lowers the answer clearly more than as many random ones of the same layers."""
+    req = Request(KnowledgeNeuronsInput(prompts=["The capital of France is", "France's capital city is"],
+                                        answer=" Paris", control_prompts=["Water is made of hydrogen and"]),
+                  KnowledgeNeuronsParams(n_steps=4, layers=list(range(20, 30))))
+    res = kn.run(smollm2, req, no_progress)
+    assert 1 <= len(res.neurons) <= 32
+    assert res.summary["suppressed"] < -0.3
+    assert res.summary["random_suppressed"] > -0.1
+    assert res.summary["suppressed"] < res.summary["random_suppressed"] - 0.25
+    assert hook_count(smollm2.model) == 0
