@@ -187,3 +187,37 @@ def test_layer_out_of_range_is_bad_input(tiny_llama):
     examples = [{"text": t, "label": i % 2} for i, t in enumerate(random_texts(10))]
     with pytest.raises(BadInput, match="3 layers"):
         probe.run(tiny_llama, probe_job(examples, layers=[5], folds=2), no_progress)
+
+
+# -- the batched solver equals scikit-learn ------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_batched_logistic_regression_equals_sklearn(n_classes):
+    """Same objective (L2, C, unpenalised intercept, standardised on the training rows) as
+    sklearn's LogisticRegression (one-vs-rest beyond two classes): same weights, same predictions."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from workers import logistic
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4, 10))  # (N, sites, D)
+    y = np.arange(90) % n_classes
+    X[:, 1, :2] += y[:, None] * 0.7  # one informative site
+    X[:, 2, 3] *= 50.0  # a badly scaled dimension
+    splits, _ = probe.make_splits(y, None, SplitParams(folds=3, seed=1))
+    train = torch.zeros(3, 90, dtype=torch.bool)
+    for k, (tr, _) in enumerate(splits):
+        train[k, tr] = True
+    model = logistic.fit(torch.from_numpy(X), y, train, C=0.5)
+    pred = logistic.predict(model, torch.from_numpy(X))  # (F, S, N)
+    for k, (tr, _) in enumerate(splits):
+        for s in range(4):
+            scaler = StandardScaler().fit(X[tr, s])
+            lr = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000)
+            ref = (OneVsRestClassifier(lr) if n_classes > 2 else lr).fit(scaler.transform(X[tr, s]), y[tr])
+            coef = np.stack([e.coef_[0] for e in ref.estimators_]) if n_classes > 2 else ref.coef_
+            np.testing.assert_allclose(model["coef"][k, s].numpy(), coef, atol=1e-4, rtol=1e-3)
+            assert (pred[k, s].numpy() == ref.predict(scaler.transform(X[:, s]))).all()

@@ -12,6 +12,9 @@ Where this differs from the reference code:
   of the truth value, which inflates accuracy.
 - features are standardised on each training fold (the residual stream has a few huge
   dimensions that stall L-BFGS); the probe's weight is mapped back to activation space.
+- every (fold, site) probe is solved at once by batched Newton steps (`workers/logistic.py`),
+  the same optimum as scikit-learn's `LogisticRegression(C)` on the standardised features
+  (tested), about 100× faster than a loop of sklearn fits for SmolLM2's 270 heads × 5 folds.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from schemas.kinds.probe import ProbeParams, ProbeResult, SiteAccuracy, SplitParams
 from schemas.limits import Limits, over
 from workers.activations import collect
+from workers import logistic
 from workers.errors import BadInput
 from workers.models.loading import LM
 from workers.progress import Progress
@@ -69,35 +74,36 @@ def make_splits(y: np.ndarray, groups: Sequence[str | None] | None, params: Spli
     return splits, described
 
 
-def _probe(C: float, seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000, random_state=seed))
-
-
 def validation_accuracy(X: np.ndarray, y: np.ndarray, splits: list[Split], C: float, seed: int,
                         progress: Progress, progress_span: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over splits of each site's validation accuracy: X (N, sites, D) -> (sites,), (sites,)."""
-    n_sites = X.shape[1]
-    acc = np.zeros((len(splits), n_sites))
+    """Mean and std over splits of each site's validation accuracy: X (N, sites, D) -> (sites,), (sites,).
+
+    One batched solve fits every (split, site) probe (`workers/logistic.py`); the optimum is
+    unique, so `seed` changes nothing here (it seeds the splits)."""
     lo, hi = progress_span
-    for s in range(n_sites):
-        for k, (train, val) in enumerate(splits):
-            probe = _probe(C, seed).fit(X[train, s], y[train])
-            acc[k, s] = float((probe.predict(X[val, s]) == y[val]).mean())
-        progress(lo + (hi - lo) * (s + 1) / n_sites)
+    x = torch.from_numpy(np.ascontiguousarray(X))
+    train = torch.zeros(len(splits), len(y), dtype=torch.bool)  # (F, N)
+    val = torch.zeros(len(splits), len(y), dtype=torch.bool)
+    for k, (tr, va) in enumerate(splits):
+        train[k, tr] = True
+        val[k, va] = True
+    acc = np.zeros((len(splits), X.shape[1]))
+    step = max(1, -(-X.shape[1] // 4))  # sites per batched solve and progress report
+    for a in range(0, X.shape[1], step):
+        b = min(X.shape[1], a + step)
+        model = logistic.fit(x[:, a:b], y, train, C)
+        correct = (logistic.predict(model, x[:, a:b]) == torch.from_numpy(y)[None, None]).double()  # (F, s, N)
+        acc[:, a:b] = ((correct * val[:, None]).sum(-1) / val.sum(-1, keepdim=True)).numpy()
+        progress(lo + (hi - lo) * b / X.shape[1])
     return acc.mean(0), acc.std(0)
 
 
-def probe_weight(X: np.ndarray, y: np.ndarray, C: float, seed: int) -> np.ndarray:
+def probe_weight(X: np.ndarray, y: np.ndarray, C: float) -> np.ndarray:
     """Weight of a binary probe fitted on all of X (N, D), in activation space, (D,).
 
     The probe reads standardised features z = (x − μ)/s, so its direction in x is coef / s."""
-    probe = _probe(C, seed).fit(X, y)
-    scaler, lr = probe[0], probe[-1]
-    return lr.coef_[0] / scaler.scale_
+    model = logistic.fit(torch.from_numpy(np.ascontiguousarray(X))[:, None], y, torch.ones(1, len(y), dtype=torch.bool), C)
+    return (model["coef"][0, 0, 0] / model["scale"][0, 0]).numpy()
 
 
 def encode_texts(lm: LM, texts: Sequence[str], limits: Limits, field: str = "text") -> list[list[int]]:

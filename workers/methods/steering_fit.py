@@ -68,7 +68,7 @@ def fit_heads(acts: np.ndarray, y: np.ndarray, params: SteeringFitParams, n_sele
         if params.direction == "mass_mean":
             theta = x[y == 1].mean(0) - x[y == 0].mean(0)
         else:
-            theta = probe_weight(x, y, params.C, params.seed)
+            theta = probe_weight(x, y, params.C)
         norm = np.linalg.norm(theta)
         if not np.isfinite(norm) or norm == 0.0:
             raise BadInput(f"head {divmod(int(site), heads)} has no direction: true and false activations coincide")
