@@ -22,6 +22,7 @@ from schemas.models import ModelSpec
 from workers.models.architectures import Architecture, architecture_for
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader draws an unconditional progress bar
 
 
 @dataclass
