@@ -93,6 +93,8 @@ class Guards:
         return len(ids) - len(done)
 
     def check_concurrency(self, tenant: str) -> None:
+        if self.redis.zcard(_active_key(tenant)) < self.settings.max_active_jobs:
+            return  # under the limit even counting ended jobs: no need to look at each
         n = self.active(tenant)
         if n >= self.settings.max_active_jobs:
             raise ProblemError(429, "too-many-active-jobs", "Too many jobs in progress",
