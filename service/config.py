@@ -28,4 +28,3 @@ class Settings(BaseSettings):
     max_active_jobs: int = Field(100, ge=1, description="queued + running jobs per tenant; beyond it submit is 429")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, description="how long an Idempotency-Key is remembered")
     webhook_allowed_networks: str = Field("", description="CIDRs webhooks may reach besides public addresses")
-    webhook_resolve_timeout_s: float = Field(2.0, gt=0)
