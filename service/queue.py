@@ -23,7 +23,9 @@ from rq.serializers import JSONSerializer
 
 from schemas.common import Problem
 from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView
-from schemas.keys import WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key, webhook_secret_key
+from schemas.keys import (WEBHOOK_QUEUE, WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key,
+                          webhook_secret_key)
+from schemas.webhook_events import build_entry
 from service.config import Settings
 from service.problems import PROBLEM_BASE
 
@@ -144,6 +146,12 @@ class JobQueue:
                 job.cancel()
             except InvalidJobOperation:
                 pass
+            # It never reaches a worker, so its `canceled` webhook is enqueued here.
+            problem = self._error(job, JobStatus.canceled).model_dump(mode="json", exclude_none=True)
+            entry = build_entry(job.id, job.meta.get("owner", "anonymous"), (job.args or [{}])[0], "canceled",
+                                error=problem)
+            if entry is not None:
+                self.redis.rpush(WEBHOOK_QUEUE, json.dumps(entry))
         elif status is RQStatus.STARTED:
             self.redis.set(cancel_key(job.id), 1, ex=self.settings.result_ttl_s)
         job.refresh()

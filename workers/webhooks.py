@@ -28,9 +28,7 @@ import json
 import logging
 import random
 import time
-from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -39,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
 
 from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_secret_key
+from schemas.webhook_events import build_entry, message_id  # noqa: F401  (message_id: re-exported)
 from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
 
 log = logging.getLogger("lantern.webhooks")
@@ -68,10 +67,6 @@ def status_key(msg_id: str) -> str:
     return f"{PREFIX}:webhook-status:{msg_id}"
 
 
-def message_id(job_id: str, event: str) -> str:
-    return "msg_" + hashlib.sha256(f"{job_id}:{event}".encode()).hexdigest()[:32]
-
-
 def secret_bytes(secret: str) -> bytes:
     """`whsec_<base64>` -> key bytes (as the standardwebhooks package decodes it)."""
     return base64.b64decode(secret.removeprefix("whsec_") + "==")
@@ -87,24 +82,14 @@ def notify(connection: Redis, job, event: str, result: dict | None = None, error
            settings: WebhookSettings | None = None) -> bool:
     """Enqueue a delivery of `event` for `job` if its request asked for one. Never raises."""
     try:
-        payload = (job.args or [{}])[0] if job is not None else {}
-        hook = payload.get("webhook") if isinstance(payload, dict) else None
-        if not hook or event not in hook.get("events", ()):
+        if job is None:
             return False
         settings = settings or WebhookSettings()
-        data: dict[str, Any] = {"id": job.id, "kind": payload.get("kind"), "model": payload.get("model"),
-                                "status": event, "links": {"self": f"/v1/jobs/{job.id}"}}
-        if error is not None:
-            data["error"] = error
-        if result is not None:
-            if len(json.dumps(result)) <= settings.webhook_max_result_bytes:
-                data["result"] = result
-            else:
-                data["result_omitted"] = True
-        body = json.dumps({"type": f"job.{event}", "timestamp": datetime.now(timezone.utc).isoformat(),
-                           "data": data}, separators=(",", ":"))
-        entry = {"id": message_id(job.id, event), "job": job.id, "owner": job.meta.get("owner", "anonymous"),
-                 "event": event, "url": hook["url"], "body": body, "attempt": 0, "created": time.time()}
+        payload = (job.args or [{}])[0]
+        entry = build_entry(job.id, job.meta.get("owner", "anonymous"), payload, event, result, error,
+                            settings.webhook_max_result_bytes)
+        if entry is None:
+            return False
         connection.rpush(WEBHOOK_QUEUE, json.dumps(entry))
         return True
     except Exception:

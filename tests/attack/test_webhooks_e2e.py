@@ -110,6 +110,20 @@ def test_own_secret_is_used_and_kept_out_of_the_payload(stack):
     receiver.server.shutdown()
 
 
+def test_canceling_a_queued_job_sends_its_canceled_webhook(stack):
+    receiver = Receiver(fail=0)
+    body = gen(webhook={"url": receiver.url, "events": ["canceled"]})
+    body["model"] = "smollm2-135m"  # in the registry, but no worker of this stack holds it: stays queued
+    with stack.client("acme") as c:
+        job_id = c.post("/v1/jobs", json=body).json()["id"]
+        assert c.delete(f"/v1/jobs/{job_id}").json()["status"] == "canceled"
+    receiver.wait_accepted(1, timeout=30)
+    (got,) = receiver.accepted.values()
+    payload = Verifier(SECRETS["acme"]).verify(got["body"], got["headers"])
+    assert payload["type"] == "job.canceled" and payload["data"]["id"] == job_id
+    receiver.server.shutdown()
+
+
 @pytest.mark.parametrize("url", [
     "https://169.254.169.254/latest/meta-data/", "https://10.0.0.5/hook", "https://192.168.1.10/hook",
     "https://[::ffff:169.254.169.254]/", "https://[fd00::1]/", "https://100.64.1.1/", "https://[::1]/x",  # the stack allows 127/8 only
