@@ -98,3 +98,14 @@ def test_scheme_credentials_and_allow_list():
     assert check_url("https://10.2.3.4/in", nets).port == 443
     with pytest.raises(UnsafeURL):
         check_url("http://192.168.0.1/", nets)
+
+
+def test_the_webhook_worker_is_light():
+    """The webhook worker (and the reaper it runs) import no torch or transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys, workers.webhook_worker, workers.reaper, service.main; "
+            "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
