@@ -75,19 +75,29 @@ def test_ffn_ig_layer_subset_and_completeness(tiny_llama):
     assert float(ig[1].sum()) == pytest.approx(float(probs[answer]) - p_zero, rel=1e-3)
 
 
-def plant_fact_neuron(lm, prompt: str, answer_id: int, layer: int, index: int, pre: float = 3.0, out: float = 30.0):
-    """A copy of `lm` whose neuron (layer, index) fires on `prompt`'s last position (m ≈ silu(3)·3) and
-    writes the answer's unembedding direction; the answer's unembedding row is scaled up so the fact
-    can win the softmax (a random tiny model's logits are all near 0)."""
+def plant_fact_neuron(lm, prompt: str, answer_id: int, layer: int, index: int, pre: float = 3.0, out: float = 30.0,
+                      avoid: tuple[str, ...] = ()):
+    """A copy of `lm` whose neuron (layer, index) fires on `prompt`'s last position (m ≈ silu(3)·3), not
+    on the last position of the `avoid` prompts (its key is orthogonal to theirs), and writes the
+    answer's unembedding direction; the answer's unembedding row is scaled up so the fact can win
+    the softmax (a random tiny model's logits are all near 0)."""
     lm = copy.copy(lm)
     lm.model = copy.deepcopy(lm.model)
-    ids = lm.tokenizer(prompt)["input_ids"]
     block = lm.layers[layer]
-    with torch.no_grad():
+
+    def normed_residual(text: str) -> torch.Tensor:
         seen = {}
         with hooks(pre=[(block.mlp.gate_proj, lambda m, a: seen.__setitem__("h", a[0][0, -1]))]):
-            lm.model(input_ids=torch.tensor([ids]))
-        key = seen["h"] / seen["h"].norm() ** 2  # key · h = 1 for the normed residual the FFN reads
+            lm.model(input_ids=torch.tensor([lm.tokenizer(text)["input_ids"]]))
+        return seen["h"]  # (hidden,): what the FFN reads
+
+    with torch.no_grad():
+        h = normed_residual(prompt)
+        key = h.clone()
+        if avoid:
+            q, _ = torch.linalg.qr(torch.stack([normed_residual(t) for t in avoid]).T)  # (hidden, k)
+            key = key - q @ (q.T @ key)
+        key = key / (key @ h)  # key · h = 1 on the fact's prompt, 0 on the avoided ones
         block.mlp.gate_proj.weight[index] = pre * key
         block.mlp.up_proj.weight[index] = pre * key
         lm.model.lm_head.weight[answer_id] *= 20.0
