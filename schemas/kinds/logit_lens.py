@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.interventions import Interventions
 from schemas.limits import Limits
 from schemas.sizes import ENVELOPE_BYTES, FLOAT_BYTES, TOKEN_BYTES, Indices, count, first, too_large
 
@@ -21,7 +22,7 @@ class LogitLensInput(TextInput):
         None, description="a continuation; its first token's rank and probability are reported per layer")
 
 
-class LogitLensParams(Strict):
+class LogitLensParams(Interventions):
     positions: Indices | None = Field(None, description="positions to read (negative from the end); absent: all")
     layers: Indices | None = None
     top_k: Annotated[int, Field(ge=1, le=100)] = 5

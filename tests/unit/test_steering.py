@@ -157,3 +157,19 @@ def test_steering_applies_to_attribution(tiny_llama, store):
         steered = attribution.explain(tiny_llama, req, no_progress, Limits())
     assert steered.target_logprobs != plain.target_logprobs
     assert steered.scores != plain.scores
+
+
+def test_steering_applies_to_logit_lens(tiny_llama, store):
+    from workers.methods import logit_lens
+
+    pid = make_profile(tiny_llama, store)
+
+    def lens(**params):
+        req = parse_job({"kind": "logit_lens", "model": tiny_llama.id, "input": {"prompt": "Hello world"},
+                         "params": params})
+        return logit_lens.run(tiny_llama, req, no_progress, artifacts=store).model_dump()
+
+    plain = lens()
+    assert lens(steering={"profile_id": pid, "alpha": 0}) == plain
+    steered = lens(steering={"profile_id": pid, "alpha": 100})
+    assert steered["layers"][0]["top_probs"] != plain["layers"][0]["top_probs"]  # head 0.1 is steered

@@ -15,8 +15,10 @@ import torch
 
 from schemas.kinds.logit_lens import LensLayer, LogitLensParams, LogitLensResult
 from schemas.limits import Limits
+from workers.artifacts import ArtifactStore
 from workers.errors import BadInput
 from workers.inputs import encode_continuation, encode_prompt, resolve_indices
+from workers.interventions import applied
 from workers.internals import forward, lens_logits, residual_hooks, unembedding
 from workers.models.loading import LM
 from workers.progress import Progress
@@ -47,7 +49,8 @@ def read(lm: LM, h: torch.Tensor, top_k: int, target_id: int | None) -> dict:
 
 
 @torch.no_grad()
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> LogitLensResult:
+def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
+        artifacts: ArtifactStore | None = None) -> LogitLensResult:
     params: LogitLensParams = request.params
     limits = limits or Limits()
     enc = encode_prompt(lm, request.input, limits)
@@ -59,7 +62,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Lo
     target_id = encode_continuation(lm, request.input.target)[0] if request.input.target else None
     sites = ("resid_mid", "resid_post") if params.include_mid else ("resid_post",)
     store: dict[tuple[str, int], torch.Tensor] = {}
-    with residual_hooks(lm, layers, sites, store, positions):
+    with applied(lm, params, artifacts), residual_hooks(lm, layers, sites, store, positions):  # steering, edits
         forward(lm, enc.ids)
     progress(0.2)
     out = []
