@@ -47,6 +47,20 @@ def _webhook_errors(body, owner: str, settings, secrets: dict[str, str]) -> list
     return errors
 
 
+def _result_size_errors(body, queue, tokens, limits) -> list[FieldError]:
+    """Kinds whose result size follows from the prompt and the model (`over_result_limit` on their
+    params) are refused now, with the selection that fits, once a live worker has published the
+    model's facts and tokenizer; the worker checks again either way."""
+    check = getattr(body.params, "over_result_limit", None)
+    if check is None or not hasattr(body.input, "prompt"):
+        return []
+    facts = next((m for w in queue.live_workers() for m in w.get("models", []) if m.get("id") == body.model), None)
+    n_tokens = tokens.count(body.model, body.input) if facts else None
+    if n_tokens is None:
+        return []
+    return [e.model_copy(update={"loc": ["body", *e.loc]}) for e in check(n_tokens, facts, limits)]
+
+
 def _poll_headers(queue, view: JobView) -> dict[str, str]:
     if view.status in (JobStatus.queued, JobStatus.started):
         return {"Retry-After": str(queue.retry_after(view))}
@@ -70,6 +84,7 @@ def submit(body: Annotated[JobRequest, Body()], response: Response, queue: Queue
     errors = [e.model_copy(update={"loc": ["body", *e.loc]}) for e in body.over_limits(limits)]
     if hasattr(body.input, "prompt"):
         errors += tokens.check(body.model, body.input, limits, ["body", "input"])
+    errors += _result_size_errors(body, queue, tokens, limits)
     errors += _webhook_errors(body, owner, settings, request.app.state.webhook_secrets)
     if errors:
         raise invalid(errors)

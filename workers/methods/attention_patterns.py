@@ -88,7 +88,9 @@ def features(alpha: torch.Tensor, causal: bool, seg: torch.Tensor | None) -> dic
         visible = visible.tril()
     uniform = raw_features((visible / visible.sum(-1, keepdim=True))[None], causal, seg)
     raw = raw_features(alpha, causal, seg)
-    return {f: (raw[f] - uniform[f]) / (1.0 - uniform[f]).clamp_min(1e-9) for f in raw}
+    # a feature the uniform map already saturates (short causal prompts) says nothing: 0
+    return {f: torch.where(1.0 - uniform[f] > 1e-6, (raw[f] - uniform[f]) / (1.0 - uniform[f]).clamp_min(1e-6), 0.0)
+            for f in raw}
 
 
 def classify(f: dict[str, float]) -> str:
