@@ -58,15 +58,19 @@ def _run_all(host: str, port: int, models: list[str]) -> None:
         print(f"embedded Redis on {url}", flush=True)
     worker_args = [a for m in models for a in ("--model", m)]
     worker = subprocess.Popen(_worker_command(worker_args))
+    # webhook delivery and the dead-worker reaper: a light process (no model)
+    hooks = subprocess.Popen([sys.executable, "-m", "workers.webhook_worker", "--metrics-port", "0"])
     print(CURL_EXAMPLE.format(host=host, port=port), flush=True)
     try:
         _api(host, port)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in (worker, hooks):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (worker, hooks):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         if embedded is not None:
             embedded.shutdown()  # type: ignore[attr-defined]
         time.sleep(0.1)
