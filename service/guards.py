@@ -75,7 +75,8 @@ class Guards:
             if count > limit:
                 retry = max(1, int(window - now % window + 0.999))
                 raise ProblemError(429, "rate-limited", "Too many requests",
-                                   f"over {limit} requests per {window} s for this tenant", headers={"Retry-After": str(retry)})
+                                   f"over {limit} requests per {window} s for this tenant",
+                                   headers={"Retry-After": str(retry)})
 
     # -- concurrency ----------------------------------------------------------------------------
     def active(self, tenant: str) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from redis import Redis
 
 from tests.attack.conftest import Stack, gen
 from tests.redis_server import PrivateRedis

@@ -24,7 +24,8 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 def test_signature_verifies_with_the_reference_package():
     body = json.dumps({"type": "job.finished", "data": {"id": "abc"}})
     ts = int(__import__("time").time())
-    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts), "webhook-signature": sign(SECRET, "msg_1", ts, body)}
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": str(ts),
+               "webhook-signature": sign(SECRET, "msg_1", ts, body)}
     assert Verifier(SECRET).verify(body, headers) == json.loads(body)
     with pytest.raises(WebhookVerificationError):  # tampered body
         Verifier(SECRET).verify(body.replace("abc", "abd"), headers)
@@ -69,7 +70,8 @@ def test_public_addresses_pass(addr):
 
 def _resolver(*addresses):
     def resolve(host, port, type=None):
-        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+        return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
+                for a in addresses]
     return resolve
 
 
