@@ -51,6 +51,8 @@ def test_keda_scales_each_worker_on_its_rq_queue():
     from schemas.keys import queue_name
 
     deployments = {d["metadata"]["name"]: d for d in _by_kind("Deployment")}
+    workers = {n for n, d in deployments.items() if d["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"}
+    assert {so["spec"]["scaleTargetRef"]["name"] for so in _by_kind("ScaledObject")} == workers  # each model scales
     for so in _by_kind("ScaledObject"):
         target = deployments[so["spec"]["scaleTargetRef"]["name"]]
         model = target["metadata"]["labels"]["lantern.dev/model"]
