@@ -1,7 +1,7 @@
 """ITI on SmolLM2-135M: steered generation overhead, `steering_fit` time, and the truthfulness figures.
 
-- overhead: greedy `generate` tokens/s with a 13-head steering profile (α = 15) against
-  unsteered, same prompt, same process (target ≤ 5%);
+- overhead: greedy `generate` tokens/s with the 13-head steering profile (α = 15) against
+  unsteered, same prompt, same process, runs interleaved (target ≤ 5%);
 - `steering_fit` wall time for 200 examples (the 70-question true/false set, both answers, plus
   the same questions with a "Question:/Answer:" prompt until 200);
 - truthfulness (docs/steering.md): fit on 50 questions, on 20 held-out questions the best head's
@@ -84,10 +84,25 @@ def steered_margins(lm, store, profile_id: str, alpha: float, test: list[dict]) 
         return margins(lm, test)
 
 
+def random_profile(lm, store, profile_id: str, seed: int) -> str:
+    """The same heads and σ with random unit directions: a control for 'any push changes the margin'."""
+    data = dict(store.get("steering-profiles", profile_id, lm.id).data)
+    rng = np.random.default_rng(seed)
+    heads = []
+    for h in data["heads"]:
+        d = rng.normal(size=len(h["direction"]))
+        heads.append({**h, "direction": (d / np.linalg.norm(d)).tolist()})
+    return store.put("steering-profiles", lm.id, {**data, "heads": heads}).id
+
+
 def truthfulness(lm, store, alphas=(0.0, 2.0, 5.0, 10.0, 15.0)) -> tuple[object, dict[float, np.ndarray]]:
     train, test = split(items())
     res = fit(lm, store, examples(train), seed=0)
-    return res, {a: steered_margins(lm, store, res.profile_id, a, test) for a in alphas}
+    by_alpha = {a: steered_margins(lm, store, res.profile_id, a, test) for a in alphas}
+    for seed in range(3):  # random directions, same heads and σ, α = 5
+        by_alpha[f"random θ #{seed + 1}, α = 5"] = steered_margins(lm, store, random_profile(lm, store, res.profile_id, seed),
+                                                                   5.0, test)
+    return res, by_alpha
 
 
 def truthfulness_table(res, by_alpha: dict[float, np.ndarray]) -> str:
@@ -99,28 +114,32 @@ def truthfulness_table(res, by_alpha: dict[float, np.ndarray]) -> str:
              "| α | mean margin (held-out 20) | Δ vs α = 0 | items with margin > 0 | items whose margin rose |",
              "| --- | --- | --- | --- | --- |"]
     for a, m in by_alpha.items():
-        lines.append(f"| {a:g} | {m.mean():+.3f} | {m.mean() - base.mean():+.3f} | {int((m > 0).sum())}/{len(m)} "
+        name = f"{a:g}" if isinstance(a, float) else a
+        lines.append(f"| {name} | {m.mean():+.3f} | {m.mean() - base.mean():+.3f} | {int((m > 0).sum())}/{len(m)} "
                      f"| {int((m > base).sum()) if a else '–'}/{len(m)} |")
     return "\n".join(lines)
 
 
-def _tokens_per_s(lm, store, steering: dict | None, n_new: int = 64, repeats: int = 5) -> float:
+def _tokens_per_s(lm, store, profile_id: str, n_new: int = 48, repeats: int = 7) -> tuple[float, float]:
+    """Median greedy tokens/s unsteered and steered (α = 15), runs interleaved so drift hits both."""
     from schemas.jobs import parse_job
     from workers.methods import generate
     from workers.progress import no_progress
 
-    params = {"max_new_tokens": n_new, "stop_at_eos": False}
-    if steering:
-        params["steering"] = steering
-    req = parse_job({"kind": "generate", "model": lm.id, "input": {"prompt": "Q: What is the capital of France?\nA:"},
-                     "params": params})
-    generate.run(lm, req, no_progress, store=store)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        generate.run(lm, req, no_progress, store=store)
-        times.append(time.perf_counter() - t0)
-    return n_new / statistics.median(times)
+    def request(steering):
+        params = {"max_new_tokens": n_new, "stop_at_eos": False, **({"steering": steering} if steering else {})}
+        return parse_job({"kind": "generate", "model": lm.id,
+                          "input": {"prompt": "Q: What is the capital of France?\nA:"}, "params": params})
+
+    plain, steered = request(None), request({"profile_id": profile_id, "alpha": 15})
+    times: dict[str, list[float]] = {"plain": [], "steered": []}
+    for r in range(repeats + 1):
+        for name, req in (("plain", plain), ("steered", steered)):
+            t0 = time.perf_counter()
+            generate.run(lm, req, no_progress, store=store)
+            if r:  # the first round warms up
+                times[name].append(time.perf_counter() - t0)
+    return n_new / statistics.median(times["plain"]), n_new / statistics.median(times["steered"])
 
 
 def _store():
@@ -146,15 +165,13 @@ def run() -> str:
     t0 = time.perf_counter()
     fitted = fit(lm, store, exs, seed=0)
     fit_s = time.perf_counter() - t0
-    unsteered = statistics.median(_tokens_per_s(lm, store, None) for _ in range(3))
-    steered = statistics.median(_tokens_per_s(lm, store, {"profile_id": fitted.profile_id, "alpha": 15})
-                                for _ in range(3))
+    unsteered, steered = _tokens_per_s(lm, store, fitted.profile_id)
     res, by_alpha = truthfulness(lm, store)
     return "\n".join([
         "## ITI steering (SmolLM2-135M)\n",
         f"`steering_fit` on 200 examples (270 heads probed, 5-fold, {len(fitted.heads)} heads kept): "
         f"**{fit_s:.1f} s** end to end (activation collection + 1350 logistic regressions).\n",
-        "| greedy generate, 64 new tokens | tokens/s |", "| --- | --- |",
+        "| greedy generate, 48 new tokens (median of 7, interleaved) | tokens/s |", "| --- | --- |",
         f"| unsteered | {unsteered:.1f} |",
         f"| steered, {len(fitted.heads)} heads, α = 15 | {steered:.1f} |",
         f"| overhead | {100 * (unsteered / steered - 1):+.1f}% (target ≤ 5%) |\n",

@@ -118,10 +118,10 @@ def test_smollm2_truth_probe_and_steering_raise_the_true_margin(smollm2, store):
     train, test = split(items())
     res = steering_fit.run(smollm2, fit_job(smollm2, qa_examples(train), folds=5, seed=0), no_progress, store=store)
     best = max(h.accuracy for h in res.heads)
-    assert best >= 0.75 and res.chance == 0.5  # well above chance on 50 questions × 2 answers
+    assert best >= 0.7 and res.chance == 0.5  # well above chance (measured 0.76) on 50 questions × 2 answers
     base = margins(smollm2, test)
-    steered = steered_margins(smollm2, store, res.profile_id, 10.0, test)
-    assert steered.mean() > base.mean() + 0.1
+    steered = steered_margins(smollm2, store, res.profile_id, 5.0, test)  # measured: +0.91 nats, 14/20 rose
+    assert steered.mean() > base.mean() + 0.3
     assert (steered > base).mean() >= 0.6
     zero = steered_margins(smollm2, store, res.profile_id, 0.0, test)
     assert np.array_equal(zero, base)
