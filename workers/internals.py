@@ -57,8 +57,10 @@ def in_out_weight(module: nn.Module) -> torch.Tensor:
 
 
 def n_heads(lm: LM) -> tuple[int, int]:
-    facts = lm.facts()
-    return facts["n_heads"], facts["n_kv_heads"]
+    """(query heads, KV heads) from the config."""
+    c = lm.config
+    heads = getattr(c, "num_attention_heads", None) or c.n_head
+    return heads, getattr(c, "num_key_value_heads", None) or heads
 
 
 def kv_head_of(lm: LM) -> torch.Tensor:

@@ -97,4 +97,5 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ff
         ))
         progress(0.2 + 0.8 * (n + 1) / len(layers))
     return FfnProjectionResult(tokens=lm.token_strings(enc.ids), position=pos, token=lm.tokenizer.decode([enc.ids[pos]]),
-                               n_values=int(w.shape[0]), projection=projection_note(lm), layers=result)
+                               n_values=in_out_weight(outs[layers[0]]).shape[0], projection=projection_note(lm),
+                               layers=result)
