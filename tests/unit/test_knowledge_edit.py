@@ -152,3 +152,22 @@ def test_bad_requests(planted, store):
         GenerateParams(edits=["not-an-id"])
     with pytest.raises(ValueError):
         GenerateParams(edits=["ed_" + "0" * 32] * 17)
+
+
+def test_edits_apply_to_logit_lens(planted, store):
+    from schemas.kinds.logit_lens import LogitLensInput, LogitLensParams
+    from workers.methods import logit_lens
+
+    lm, _ = planted
+    res = ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", neurons=[Neuron(layer=1, index=17)]),
+                             KnowledgeEditParams(operation="erase", lam=LAM)), no_progress, store=store)
+    before = checksum(lm.model)
+    inp = LogitLensInput(prompt=PROMPT, target=" Mary")
+    plain = logit_lens.run(lm, Request(inp, LogitLensParams(positions=[-1])), no_progress, artifacts=store)
+    edited = logit_lens.run(lm, Request(inp, LogitLensParams(positions=[-1], edits=[res.edit_id])), no_progress,
+                            artifacts=store)
+    p0 = [layer.target_prob[0] for layer in plain.layers]
+    p1 = [layer.target_prob[0] for layer in edited.layers]
+    assert p1[0] == pytest.approx(p0[0])  # layer 0 comes before the edited layer 1
+    assert p0[-1] > 0.5 > p1[-1]
+    assert checksum(lm.model) == before and hook_count(lm.model) == 0
