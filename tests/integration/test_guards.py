@@ -11,17 +11,8 @@ from service.config import Settings
 from service.guards import Guards
 from service.main import create_app
 from service.problems import ProblemError
-from tests.redis_server import PrivateRedis
 
 BODY = {"kind": "generate", "model": "smollm2-135m", "input": {"prompt": "Hi"}, "params": {"max_new_tokens": 1}}
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

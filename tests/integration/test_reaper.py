@@ -10,18 +10,9 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from schemas.keys import queue_name, worker_key
-from tests.redis_server import PrivateRedis
 from workers.reaper import reap
 
 MODEL = "reaper-test"
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -14,18 +14,9 @@ from redis import Redis
 
 from schemas.keys import WEBHOOK_RETRIES, webhook_secret_key
 from schemas.webhook_events import build_entry
-from tests.redis_server import PrivateRedis
 from workers.webhooks import Deliverer, WebhookSettings, status_key
 
 SECRET = "whsec_" + "QUNNRS1zZWNyZXQtZm9yLXdlYmhvb2stdGVzdHMtMDE="
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory):
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
