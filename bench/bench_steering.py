@@ -177,9 +177,29 @@ def run() -> str:
         f"| overhead | {100 * (unsteered / steered - 1):+.1f}% (target ≤ 5%) |\n",
         "The steering hook is one pre-hook per steered layer adding a precomputed vector, so the cost "
         "is a few vector adds per token; the figure is limited by timing noise on a shared CPU.\n",
+        gpu_section(),
         "### Truthfulness figures (docs/steering.md)\n",
         truthfulness_table(res, by_alpha),
     ])
+
+
+def gpu_section() -> str:
+    """The last CUDA check (`python -m bench.steering_gpu_check OUT` on a lent GPU, JSON kept in results/)."""
+    path = Path(__file__).resolve().parent / "results" / "steering_gpu.json"
+    if not path.exists():
+        return ""
+    r = json.loads(path.read_text())
+    lines = [f"### On a GPU ({r['device']}, torch {r['torch']}; SmolLM2-shaped LLaMA, random weights)\n",
+             "| dtype | greedy tok/s unsteered | steered (13 heads in 5 layers, α = 15) | overhead "
+             "| α = 0 max logit diff | collect 200 examples | 1,350 probes (batched Newton, CPU) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for dtype in ("bfloat16", "float32"):
+        d = r[dtype]
+        lines.append(f"| {dtype} | {d['tokens_per_s_plain']} | {d['tokens_per_s_steered']} | {d['overhead_pct']:+.1f}% "
+                     f"| {d['alpha0_max_abs_logit_diff']:g} | {d['collect_200_s']} s | {d['probe_solve_1350_s']} s |")
+    lines.append("\nDecoding is one token per forward in eager mode (launch-bound at this size), so each "
+                 "steered layer's extra add shows; bf16's first collection includes CUDA warm-up.\n")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
