@@ -1,8 +1,10 @@
 """Context managers that capture or change activations and always remove their hooks.
 
 Every hook a job installs goes through `hooks(...)`: the handles are removed in a `finally`, so an
-exception inside the job cannot leave a hook behind, and `assert_clean` lets the worker verify
-after each job that the shared model carries none.
+exception inside the job cannot leave a hook behind. As a last line, the worker snapshots the
+model's hooks before each job and afterwards removes (and counts) any a method added and left,
+but not the hooks transformers itself installs on first use of `output_hidden_states` /
+`output_attentions` and relies on afterwards.
 """
 
 from __future__ import annotations
@@ -68,11 +70,25 @@ def hook_count(model: nn.Module) -> int:
     )
 
 
-def remove_all_hooks(model: nn.Module) -> int:
-    """Last-resort cleanup after a job; returns how many hooks were left (should be 0)."""
-    left = hook_count(model)
+HookIds = set[tuple[int, int]]
+
+
+def _hook_dicts(model: nn.Module):
     for m in model.modules():
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-        m._backward_hooks.clear()
-    return left
+        yield from (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks)
+
+
+def hook_ids(model: nn.Module) -> HookIds:
+    """Every hook on `model`, as (id of its dict, handle id): a snapshot taken before a job."""
+    return {(id(d), key) for d in _hook_dicts(model) for key in d}
+
+
+def remove_hooks_since(model: nn.Module, before: HookIds) -> int:
+    """Remove the hooks added since `before` except transformers' own; returns how many (should be 0)."""
+    removed = 0
+    for d in _hook_dicts(model):
+        for key in [k for k, fn in d.items() if (id(d), k) not in before
+                    and not getattr(fn, "__module__", "").startswith("transformers")]:
+            del d[key]
+            removed += 1
+    return removed

@@ -22,7 +22,7 @@ from schemas.keys import cancel_key, run_seconds_key
 from schemas.limits import Limits
 from workers import metrics, webhooks
 from workers.errors import PROBLEM_BASE, BadInput, Canceled, JobFailed, ResultTooLarge
-from workers.hooks import remove_all_hooks
+from workers.hooks import hook_ids, remove_hooks_since
 from workers.models.loading import LM
 from workers.progress import JobProgress
 from workers.registry import REGISTRY
@@ -41,6 +41,8 @@ def run_job(payload: dict) -> dict:
     if job is not None and job.enqueued_at is not None:
         metrics.QUEUE_WAIT.labels(kind).observe(max(0.0, started - job.enqueued_at.timestamp()))
     metrics.BUSY.set(1)
+    lm = MODELS.get(model_id)
+    hooks_before = hook_ids(lm.model) if lm is not None else set()
     outcome = "failed"
     out = None
     if job is not None:
@@ -64,8 +66,7 @@ def run_job(payload: dict) -> dict:
         metrics.RUN_SECONDS.labels(kind).observe(elapsed)
         metrics.JOBS_FINISHED.labels(kind, model_id, outcome).inc()
         metrics.observe_cuda()
-        lm = MODELS.get(model_id)
-        if lm is not None and (left := remove_all_hooks(lm.model)):
+        if lm is not None and (left := remove_hooks_since(lm.model, hooks_before)):
             log.error("job left %d hooks on %s; removed", left, model_id)
             metrics.LEFTOVER_HOOKS.inc(left)
         if job is not None and outcome == "finished":

@@ -14,6 +14,7 @@ from workers.registry import REGISTRY
 
 def test_a_raising_method_leaves_no_hook_and_no_weight_change(tiny_llama, monkeypatch):
     before = {k: v.clone() for k, v in tiny_llama.model.state_dict().items()}
+    own = hook_count(tiny_llama.model)  # transformers' own output-capturing hooks, if any are installed
 
     def buggy(lm, request, progress):
         lm.model.model.layers[0].mlp.register_forward_hook(lambda m, a, o: o * 0)  # leaked on purpose
@@ -27,7 +28,7 @@ def test_a_raising_method_leaves_no_hook_and_no_weight_change(tiny_llama, monkey
     payload = {"kind": "generate", "model": "tiny-llama", "input": {"prompt": "Hello world"}}
     with pytest.raises(RuntimeError, match="boom"):
         tasks.run_job(payload)
-    assert hook_count(tiny_llama.model) == 0
+    assert hook_count(tiny_llama.model) == own
     after = tiny_llama.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -35,4 +36,4 @@ def test_a_raising_method_leaves_no_hook_and_no_weight_change(tiny_llama, monkey
     monkeypatch.undo()
     monkeypatch.setitem(tasks.MODELS, "tiny-llama", tiny_llama)
     out = tasks.run_job({**payload, "params": {"max_new_tokens": 2}})
-    assert out["tokens"] and hook_count(tiny_llama.model) == 0
+    assert out["tokens"] and hook_count(tiny_llama.model) == own

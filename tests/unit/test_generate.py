@@ -45,3 +45,17 @@ def test_messages_use_the_chat_template(smollm2):
     res = generate.run(smollm2, req, no_progress)
     assert res.prompt_tokens > 10  # the template's system turn and markers
     assert "Paris" in res.text
+
+
+
+def test_leftover_hooks_are_removed_but_transformers_own_hooks_stay(tiny_llama):
+    from workers.hooks import hook_count, hook_ids, remove_hooks_since
+
+    ids = torch.tensor([tiny_llama.encode("Hello world").ids])
+    before = hook_ids(tiny_llama.model)
+    n_hidden = len(tiny_llama.model(input_ids=ids, output_hidden_states=True).hidden_states)  # may add its own
+    own = hook_count(tiny_llama.model)
+    tiny_llama.layers[0].register_forward_hook(lambda m, a, o: None)  # a method that leaks a hook
+    assert remove_hooks_since(tiny_llama.model, before) == 1
+    assert hook_count(tiny_llama.model) == own
+    assert len(tiny_llama.model(input_ids=ids, output_hidden_states=True).hidden_states) == n_hidden
