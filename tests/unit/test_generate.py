@@ -48,8 +48,11 @@ def test_messages_use_the_chat_template(smollm2):
 
 
 
-def test_leftover_hooks_are_removed_but_transformers_own_hooks_stay(tiny_llama):
+def test_leftover_hooks_are_removed_but_transformers_own_hooks_stay():
+    from tests.tiny import tiny_llama as build
     from workers.hooks import hook_count, hook_ids, remove_hooks_since
+
+    tiny_llama = build()  # its own copy: transformers' hooks would stay on the shared fixture
 
     ids = torch.tensor([tiny_llama.encode("Hello world").ids])
     before = hook_ids(tiny_llama.model)
