@@ -21,8 +21,6 @@ from torch import nn
 from workers.hooks import hooks
 from workers.models.loading import LM, head_dim
 
-RESIDUAL_SITES = ("resid_mid", "resid_post")
-
 
 @contextmanager
 def eager_attention(lm: LM) -> Iterator[None]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from schemas.kinds.ffn_projection import FfnLayer, FfnProjectionParams, FfnProjectionResult, SubUpdate, TokenLogit, TokenShift
+from schemas.kinds.ffn_projection import (FfnLayer, FfnProjectionParams, FfnProjectionResult, SubUpdate, TokenLogit,
+                                          TokenShift)
 from schemas.limits import Limits
 from workers.errors import BadInput
 from workers.hooks import capture_inputs
@@ -89,13 +90,15 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ff
             layer=i,
             update_norm=float((m @ w).norm()),
             sub_updates=[SubUpdate(index=j, coefficient=float(m[j]), value_norm=float(w[j].norm()), score=s,
-                                   top_tokens=toks, value_vector=w[j].tolist() if params.include_value_vectors else None)
+                                   top_tokens=toks,
+                                   value_vector=w[j].tolist() if params.include_value_vectors else None)
                          for j, s, toks in zip(top.indices.tolist(), top.values.tolist(), promoted)],
             promoted=_shifts(lm, before, after, delta.topk(k).indices),
             suppressed=_shifts(lm, before, after, (-delta).topk(k).indices),
             coefficients=m.tolist() if params.include_coefficients else None,
         ))
         progress(0.2 + 0.8 * (n + 1) / len(layers))
-    return FfnProjectionResult(tokens=lm.token_strings(enc.ids), position=pos, token=lm.tokenizer.decode([enc.ids[pos]]),
+    return FfnProjectionResult(tokens=lm.token_strings(enc.ids), position=pos,
+                               token=lm.tokenizer.decode([enc.ids[pos]]),
                                n_values=in_out_weight(outs[layers[0]]).shape[0], projection=projection_note(lm),
                                layers=result)
