@@ -94,10 +94,9 @@ def timing(lm, repeats: int = int(os.environ.get("KN_BENCH_REPEATS", "1")),
         ref_t.append(scale * (time.perf_counter() - t))
         diff = max(float((o[picked] - r).abs().max() / r.abs().max()) for o, r in zip(ours, ref))
     o, r = statistics.median(ours_t), statistics.median(ref_t)
+    note = f" (timed on layers {picked}, × {scale:.0f})" if len(picked) < n_layers else ""
     rows = [f"| all layers in one batched pass, shared KV cache (ours) | {o:.2f} |",
-            f"| one layer at a time, whole prompt per step (reference code) | {r:.2f} |"]
-    if len(picked) < n_layers:
-        rows[-1] += f" (timed on layers {picked}, × {scale:.0f})"
+            f"| one layer at a time, whole prompt per step (reference code){note} | {r:.2f} |"]
     table = ("| locate: 3 paraphrases × 30 layers × 20 steps | seconds |\n| --- | --- |\n" + "\n".join(rows)
              + f"\n\nSpeed-up {r / o:.1f}×; largest score difference {diff:.1e} of the max score.")
     return table, r / o
