@@ -12,9 +12,18 @@ from typing import Annotated, Any, Literal, NamedTuple, Union
 from pydantic import AnyHttpUrl, BaseModel, Field, TypeAdapter, create_model
 
 from schemas.common import FieldError, ModelId, Problem, Strict
-from schemas.kinds import attention, attention_patterns, attribution, ffn_projection, generate, logit_lens
-from schemas.kinds import probe, steering_fit
-from schemas.kinds import knowledge_edit, knowledge_neurons
+from schemas.kinds import (
+    attention,
+    attention_patterns,
+    attribution,
+    ffn_projection,
+    generate,
+    knowledge_edit,
+    knowledge_neurons,
+    logit_lens,
+    probe,
+    steering_fit,
+)
 from schemas.limits import Limits
 
 
@@ -27,28 +36,26 @@ class KindSpec(NamedTuple):
 
 
 KINDS: dict[str, KindSpec] = {
-    "attribution": KindSpec(
-        attribution.AttributionInput, attribution.AttributionParams, attribution.AttributionResult, ("causal_lm",), 900
-    ),
-    "generate": KindSpec(generate.GenerateInput, generate.GenerateParams, generate.GenerateResult, ("causal_lm",), 300),
+    "attribution": KindSpec(attribution.AttributionInput, attribution.AttributionParams,
+                            attribution.AttributionResult, ("causal_lm",), 900),
+    "generate": KindSpec(generate.GenerateInput, generate.GenerateParams, generate.GenerateResult,
+                         ("causal_lm",), 300),
+    "attention": KindSpec(attention.AttentionInput, attention.AttentionParams, attention.AttentionResult,
+                          ("causal_lm", "encoder"), 300),
+    "logit_lens": KindSpec(logit_lens.LogitLensInput, logit_lens.LogitLensParams, logit_lens.LogitLensResult,
+                           ("causal_lm", "encoder"), 300),
+    "ffn_projection": KindSpec(ffn_projection.FfnProjectionInput, ffn_projection.FfnProjectionParams,
+                               ffn_projection.FfnProjectionResult, ("causal_lm", "encoder"), 300),
+    "attention_patterns": KindSpec(attention_patterns.AttentionPatternsInput,
+                                   attention_patterns.AttentionPatternsParams,
+                                   attention_patterns.AttentionPatternsResult, ("causal_lm", "encoder"), 600),
     "probe": KindSpec(probe.ProbeInput, probe.ProbeParams, probe.ProbeResult, ("causal_lm", "encoder"), 900),
-    "steering_fit": KindSpec(steering_fit.SteeringFitInput, steering_fit.SteeringFitParams, steering_fit.SteeringFitResult, ("causal_lm",), 900),
-    "attention": KindSpec(
-        attention.AttentionInput, attention.AttentionParams, attention.AttentionResult, ("causal_lm", "encoder"), 300
-    ),
-    "logit_lens": KindSpec(
-        logit_lens.LogitLensInput, logit_lens.LogitLensParams, logit_lens.LogitLensResult, ("causal_lm", "encoder"), 300
-    ),
-    "ffn_projection": KindSpec(
-        ffn_projection.FfnProjectionInput, ffn_projection.FfnProjectionParams, ffn_projection.FfnProjectionResult,
-        ("causal_lm", "encoder"), 300,
-    ),
-    "attention_patterns": KindSpec(
-        attention_patterns.AttentionPatternsInput, attention_patterns.AttentionPatternsParams,
-        attention_patterns.AttentionPatternsResult, ("causal_lm", "encoder"), 600,
-    ),
-    "knowledge_neurons": KindSpec(knowledge_neurons.KnowledgeNeuronsInput, knowledge_neurons.KnowledgeNeuronsParams, knowledge_neurons.KnowledgeNeuronsResult, ("causal_lm",), 1800),
-    "knowledge_edit": KindSpec(knowledge_edit.KnowledgeEditInput, knowledge_edit.KnowledgeEditParams, knowledge_edit.KnowledgeEditResult, ("causal_lm",), 1800),
+    "steering_fit": KindSpec(steering_fit.SteeringFitInput, steering_fit.SteeringFitParams,
+                             steering_fit.SteeringFitResult, ("causal_lm",), 900),
+    "knowledge_neurons": KindSpec(knowledge_neurons.KnowledgeNeuronsInput, knowledge_neurons.KnowledgeNeuronsParams,
+                                  knowledge_neurons.KnowledgeNeuronsResult, ("causal_lm",), 1800),
+    "knowledge_edit": KindSpec(knowledge_edit.KnowledgeEditInput, knowledge_edit.KnowledgeEditParams,
+                               knowledge_edit.KnowledgeEditResult, ("causal_lm",), 1800),
 }
 
 

@@ -36,3 +36,10 @@ def test_setting_limits_name_the_limit():
     errors = job.over_limits(Limits(max_steps=512, max_new_tokens=100))
     assert [e.loc for e in errors] == [["params", "n_steps"], ["params", "max_new_tokens"]]
     assert errors[0].ctx["limit"] == "max_steps" and errors[0].ctx["limit_value"] == 512
+
+
+def test_every_kind_has_a_method_and_every_method_a_kind():
+    from workers.registry import REGISTRY
+
+    assert REGISTRY.keys() == KINDS.keys()
+    assert all(REGISTRY[k].params is KINDS[k].params for k in KINDS)
