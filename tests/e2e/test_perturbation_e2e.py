@@ -34,10 +34,11 @@ def test_kernel_shap_adds_up_and_lime_fits(service):
     total = sum(shap["scores"][0])
     eff = shap["efficiency"]
     assert abs(total - (eff["f_input"][0] - shap["base_value"][0])) < 1e-3 and abs(eff["delta"][0]) < 1e-3
-    lime = service.run({**IOI, "params": {"method": "lime", "n_samples": 64, "granularity": "word"}})["result"]
-    assert lime["unit_spans"] and lime["surrogate"]["r2"][0] > 0.0
-    mary, johns = name_positions(lime["input_tokens"])
-    assert all(lime["scores"][0][mary] > lime["scores"][0][j] for j in johns)
+    body = {**IOI, "params": {"method": "lime", "n_samples": 64, "granularity": "word", "seed": 7}}
+    lime = service.run(body)["result"]
+    assert lime["unit_spans"] and len(lime["scores"][0]) == len(lime["input_tokens"]) == 14
+    assert lime["surrogate"]["r2"][0] > 0.5  # the surrogate explains most of the weighted variance
+    assert service.run(body)["result"]["scores"] == lime["scores"]  # same seed, same answer
 
 
 def test_over_max_samples_is_a_problem_naming_the_limit(service):
