@@ -8,7 +8,6 @@ PIP := $(PY) -m pip
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0    # first: the CPU build on disk, not a CUDA download
 	$(PIP) install -q -e '.[worker,dev]'
 	touch $@
