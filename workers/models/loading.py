@@ -7,7 +7,6 @@ for hub ids): `HF_HUB_OFFLINE=1` is forced, so nothing downloads at run time.
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,6 @@ from schemas.jobs import KINDS
 from schemas.models import ModelSpec
 from workers.models.architectures import Architecture, architecture_for
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader draws an unconditional progress bar
 
 
 @dataclass
