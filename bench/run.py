@@ -30,7 +30,11 @@ def names() -> list[str]:
 
 def main(argv: list[str]) -> None:
     RESULTS.mkdir(exist_ok=True)
-    for name in argv or names():
+    if argv == ["--assemble"]:  # rebuild BENCHMARKS.md from the sections already written
+        argv = []
+    elif not argv:
+        argv = names()
+    for name in argv:
         t0 = time.perf_counter()
         section = importlib.import_module(f"bench.bench_{name}").run()
         stamp = f"\n_{time.strftime('%Y-%m-%d')} · {machine()} · {time.perf_counter() - t0:.0f} s_\n"

@@ -7,8 +7,9 @@
   layer for the same baseline, steps and rule (tested). Unlike Captum's LLMGradientAttribution,
   which re-runs the whole integral per target token, one forward per batch of path points scores
   every target token (teacher forcing), and one backward per target token reuses it
-  (`retain_graph`); no parameter gradients are computed (weights have requires_grad=False),
-  which removes about a third of the backward work.
+  (`retain_graph`); logits are computed at the target positions only. With one target token
+  and equal steps the work is the same as Captum's (both take input gradients only, through
+  `torch.autograd.grad`): measured 1.01-1.14x on SmolLM2 (BENCHMARKS.md).
 
 f is the target token's log-probability (or probability, or logit) at its teacher-forced
 position. Rows are target tokens, columns prompt tokens; earlier target tokens are fixed at their
