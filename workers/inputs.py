@@ -53,3 +53,14 @@ def resolve_indices(selected: list[int] | None, size: int, loc: list[str | int],
         msg = f"{what} {bad} out of range: the model has {size} (use 0..{size - 1} or negatives from the end)"
         raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="out_of_range", ctx={"size": size})])
     return sorted({i % size for i in selected})
+
+
+def encode_for_dissection(lm: LM, request, limits: Limits) -> tuple[Encoded, dict, list[int]]:
+    """Encode the prompt, refuse a result over the size limit before any forward (a 422 naming a
+    selection that fits), and resolve `params.layers`: the start shared by the dissection kinds."""
+    enc = encode_prompt(lm, request.input, limits)
+    facts = lm.facts()
+    if errors := list(request.params.over_result_limit(len(enc.ids), facts, limits)):
+        raise BadInput(errors[0].msg, errors)
+    layers = resolve_indices(request.params.layers, facts["n_layers"], ["params", "layers"], "layers")
+    return enc, facts, layers

@@ -30,8 +30,7 @@ import torch
 from schemas.kinds.attention import (AttentionLayer, AttentionParams, AttentionResult, ClassShares, HeadTokenClass,
                                      LayerTokenClass)
 from schemas.limits import Limits
-from workers.errors import BadInput
-from workers.inputs import encode_prompt, resolve_indices
+from workers.inputs import encode_for_dissection, resolve_indices
 from workers.internals import attention_parts, forward, head_value_vectors, kv_head_of
 from workers.models.loading import LM, Encoded
 from workers.progress import Progress, no_progress
@@ -125,11 +124,7 @@ def _token_class_reducer(classes: list[str], heads: list[int], device: torch.dev
 def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttentionResult:
     params: AttentionParams = request.params
     limits = limits or Limits()
-    enc = encode_prompt(lm, request.input, limits)
-    facts = lm.facts()
-    if errors := list(params.over_result_limit(len(enc.ids), facts, limits)):
-        raise BadInput(errors[0].msg, errors)
-    layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers")
+    enc, facts, layers = encode_for_dissection(lm, request, limits)
     heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads")
     classes = token_classes(lm, enc)
     result: dict[str, Any] = {

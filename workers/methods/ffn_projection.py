@@ -26,9 +26,8 @@ import torch
 from schemas.kinds.ffn_projection import (FfnLayer, FfnProjectionParams, FfnProjectionResult, SubUpdate, TokenLogit,
                                           TokenShift)
 from schemas.limits import Limits
-from workers.errors import BadInput
 from workers.hooks import capture_inputs
-from workers.inputs import encode_prompt, resolve_indices
+from workers.inputs import encode_for_dissection, resolve_indices
 from workers.internals import direction_logits, forward, in_out_weight, lens_logits, residual_hooks
 from workers.methods.logit_lens import token_texts
 from workers.models.loading import LM
@@ -62,11 +61,7 @@ def _shifts(lm: LM, before: torch.Tensor, after: torch.Tensor, order: torch.Tens
 def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> FfnProjectionResult:
     params: FfnProjectionParams = request.params
     limits = limits or Limits()
-    enc = encode_prompt(lm, request.input, limits)
-    facts = lm.facts()
-    if errors := list(params.over_result_limit(len(enc.ids), facts, limits)):
-        raise BadInput(errors[0].msg, errors)
-    layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers")
+    enc, _, layers = encode_for_dissection(lm, request, limits)
     (pos,) = resolve_indices([params.position], len(enc.ids), ["params", "position"], "position")
     outs = {i: lm.layers[i].get_submodule(lm.arch.mlp_out) for i in layers}
     resid: dict[tuple[str, int], torch.Tensor] = {}

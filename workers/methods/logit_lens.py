@@ -16,8 +16,7 @@ import torch
 from schemas.kinds.logit_lens import LensLayer, LogitLensParams, LogitLensResult
 from schemas.limits import Limits
 from workers.artifacts import ArtifactStore
-from workers.errors import BadInput
-from workers.inputs import encode_continuation, encode_prompt, resolve_indices
+from workers.inputs import encode_continuation, encode_for_dissection, resolve_indices
 from workers.interventions import applied
 from workers.internals import forward, lens_logits, residual_hooks, unembedding
 from workers.models.loading import LM
@@ -53,11 +52,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
         artifacts: ArtifactStore | None = None) -> LogitLensResult:
     params: LogitLensParams = request.params
     limits = limits or Limits()
-    enc = encode_prompt(lm, request.input, limits)
-    facts = lm.facts()
-    if errors := list(params.over_result_limit(len(enc.ids), facts, limits)):
-        raise BadInput(errors[0].msg, errors)
-    layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers")
+    enc, _, layers = encode_for_dissection(lm, request, limits)
     positions = resolve_indices(params.positions, len(enc.ids), ["params", "positions"], "positions")
     target_id = encode_continuation(lm, request.input.target)[0] if request.input.target else None
     sites = ("resid_mid", "resid_post") if params.include_mid else ("resid_post",)
