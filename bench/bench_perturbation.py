@@ -9,10 +9,11 @@ Inseq (occlusion) runs on the shortest prompt only: it attributes each target st
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
+
+from bench.common import timed
 
 TARGET = " the city of Paris"  # 4 tokens on SmolLM2
 SENTENCE = "The old library near the river keeps maps, letters and diaries from many travellers. "
@@ -24,15 +25,6 @@ METHODS = (("occlusion", {}), ("lime", {"n_samples": 50}), ("kernel_shap", {"n_s
 def prompt_of(lm, n: int) -> str:
     ids = lm.tokenizer((SENTENCE * 40).strip(), add_special_tokens=False)["input_ids"][: n - 4]
     return lm.tokenizer.decode(ids) + " It is in"
-
-
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def run() -> str:
@@ -78,7 +70,7 @@ def run() -> str:
                 captum = None  # 200-256 full forwards of 260 positions: many minutes on a shared core
             else:
                 with torch.no_grad():
-                    captum = timed(lambda: llm.attribute(inp, target=TARGET, forward_in_tokens=False, **kwargs), repeat)
+                    captum = timed(lambda: llm.attribute(inp, target=TARGET, forward_in_tokens=False, **kwargs), repeat, warmup=0)
             inseq_s = None
             label = method + (f" ({extra['n_samples']})" if extra else "")
             peers = [s for s in (captum, inseq_s) if s]
@@ -122,4 +114,4 @@ def _inseq_occlusion(lm, prompt: str) -> float | None:
     except ImportError:
         return None
     model = inseq.load_model(lm.model, "occlusion", tokenizer=lm.tokenizer)
-    return timed(lambda: model.attribute(prompt, prompt + TARGET, show_progress=False), 1)
+    return timed(lambda: model.attribute(prompt, prompt + TARGET, show_progress=False), 1, warmup=0)

@@ -57,6 +57,20 @@ def resolve_target(lm: LM, text: TextInput, target: str | None, max_new_tokens: 
 METRICS = ("logprob", "prob", "logit")
 
 
+def target_metric(logits: torch.Tensor, target: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(metric, logprob), each (batch, T), of the T target ids (T,) read off the last T positions of
+    logits (batch, >=T, vocab)."""
+    T = target.shape[0]
+    logits = logits[:, -T:].float()  # (batch, T, vocab)
+    picked = logits.gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)  # (batch, T)
+    logprob = picked - torch.logsumexp(logits, -1)  # (batch, T)
+    if metric == "logit":
+        return picked, logprob
+    if metric == "prob":
+        return logprob.exp(), logprob
+    return logprob, logprob
+
+
 class TargetScorer:
     """f(inputs) -> (metric, logprob), each (batch, T), for one target under teacher forcing."""
 
@@ -72,11 +86,4 @@ class TargetScorer:
                  **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.lm.model(inputs_embeds=inputs_embeds, input_ids=input_ids, use_cache=False,
                             logits_to_keep=self.T, **model_kwargs)
-        logits = out.logits[:, -self.T:].float()  # (batch, T, vocab)
-        picked = logits.gather(-1, self.target.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)  # (batch, T)
-        logprob = picked - torch.logsumexp(logits, -1)  # (batch, T)
-        if self.metric == "logit":
-            return picked, logprob
-        if self.metric == "prob":
-            return logprob.exp(), logprob
-        return logprob, logprob
+        return target_metric(out.logits, self.target, self.metric)

@@ -97,6 +97,13 @@ class Stack:
         self.hook_worker = subprocess.Popen([sys.executable, "-m", "workers.webhook_worker", "--metrics-port", "0"],
                                             cwd=ROOT, env=self.env)
 
+    def start_all(self) -> None:
+        """API, one model worker and the webhook worker, ready when the worker is live."""
+        self.start_api()
+        self.start_worker()
+        self.start_webhook_worker()
+        self.wait_workers(1)
+
     def live_workers(self) -> int:
         with self.client() as c:
             return next(m["workers"] for m in c.get("/v1/models").json()["models"] if m["id"] == MODEL)
@@ -140,10 +147,7 @@ def stack(attack_redis, tiny_model_dir) -> Iterator[Stack]:
     """API + one tiny-llama worker + the webhook worker on database 1 of the private Redis."""
     s = Stack(attack_redis.url(1), tiny_model_dir)
     try:
-        s.start_api()
-        s.start_worker()
-        s.start_webhook_worker()
-        s.wait_workers(1)
+        s.start_all()
         yield s
     finally:
         s.stop()

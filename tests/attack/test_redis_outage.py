@@ -33,10 +33,7 @@ def test_redis_outage_gives_503_then_recovers(tmp_path, tiny_model_dir):
     redis.start()
     s = Stack(redis.url(0), tiny_model_dir)
     try:
-        s.start_api()
-        s.start_worker()
-        s.start_webhook_worker()
-        s.wait_workers(1)
+        s.start_all()
         with s.client("acme") as c:
             first = c.post("/v1/jobs", json=gen()).json()["id"]
             assert s.wait(first)["status"] == "finished"

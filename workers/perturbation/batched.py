@@ -31,7 +31,7 @@ from workers.batching import batch_tokens
 from workers.models.loading import LM
 from workers.perturbation.units import Units
 from workers.progress import Progress, no_progress
-from workers.scoring import METRICS, Target
+from workers.scoring import METRICS, Target, target_metric
 
 
 @dataclass
@@ -67,14 +67,7 @@ class MaskScorer:
         self.kv = [(layer.keys, layer.values) for layer in out.cache.layers] if share_prefix else None
 
     def _metric(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = logits[:, -self.T:].float()  # (B, T, vocab)
-        picked = logits.gather(-1, self.target.expand(logits.shape[0], -1).unsqueeze(-1)).squeeze(-1)  # (B, T)
-        logprob = picked - torch.logsumexp(logits, -1)  # (B, T)
-        if self.metric == "logit":
-            return picked, logprob
-        if self.metric == "prob":
-            return logprob.exp(), logprob
-        return logprob, logprob
+        return target_metric(logits, self.target, self.metric)  # (B, T) each
 
     def _cache(self, p: int, batch: int) -> DynamicCache:
         """The clean cache cropped to p positions and expanded to `batch` rows (views, no copies)."""
