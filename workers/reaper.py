@@ -8,6 +8,12 @@ entry whose worker has no heartbeat is abandoned. It is requeued at the front wh
 lost fewer than `LANTERN_WORKER_LOST_RETRIES` times (default 1; 0 = never retry), otherwise it
 ends `failed` with a `worker-lost` problem, and the job's webhook (if any) is told.
 
+A worker can also die in the instant between taking a job off its queue (RQ moves it into
+`<queue>:intermediate`) and marking it started: the job is then `queued` in no list a worker reads,
+and RQ's own maintenance (every 10 minutes) would fail it. `reap()` puts such a job back at the
+front of its queue once it has sat there `LANTERN_DEQUEUE_GRACE_S` (10 s; a live worker starts a
+job within milliseconds of taking it). It never ran, so this does not count as a lost run.
+
 `reap()` is idempotent and safe to run from many processes at once (a per-execution lock); the
 webhook worker runs it every `LANTERN_REAPER_INTERVAL_S` and so does each model worker.
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import datetime, timezone
 
 from redis import Redis
@@ -45,12 +52,19 @@ def worker_lost_problem(worker: str, times: int) -> Problem:
                           f"{times} time(s), over LANTERN_WORKER_LOST_RETRIES={lost_retries()}")
 
 
-def reap(connection: Redis, model_ids: list[str], retries: int | None = None) -> list[tuple[str, str]]:
+def dequeue_grace_s() -> float:
+    return float(os.environ.get("LANTERN_DEQUEUE_GRACE_S", "10"))
+
+
+def reap(connection: Redis, model_ids: list[str], retries: int | None = None,
+         grace_s: float | None = None) -> list[tuple[str, str]]:
     """Handle abandoned jobs; returns [(job_id, "requeued" | "failed")]."""
     retries = lost_retries() if retries is None else retries
+    grace_s = dequeue_grace_s() if grace_s is None else grace_s
     done: list[tuple[str, str]] = []
     for model_id in model_ids:
         queue = Queue(queue_name(model_id), connection=connection, serializer=JSONSerializer)
+        done += _rescue_dequeued(connection, queue, grace_s)
         registry = queue.started_job_registry
         for raw in connection.zrange(registry.key, 0, -1):
             composite = raw.decode()
@@ -66,6 +80,41 @@ def reap(connection: Redis, model_ids: list[str], retries: int | None = None) ->
             if not connection.set(f"lantern:reap:{composite}", 1, nx=True, ex=300):
                 continue  # another reaper has it
             done.append((job_id, _handle(connection, queue, registry, composite, job, worker, retries)))
+    return done
+
+
+def _rescue_dequeued(connection: Redis, queue: Queue, grace_s: float) -> list[tuple[str, str]]:
+    """Jobs taken off `queue` by a worker that died before starting them go back to its front.
+
+    First sightings live in one hash per queue, keyed by job id and enqueue time (a job requeued
+    later is a new sighting), pruned to what the intermediate list still holds."""
+    key, seen_key = queue.intermediate_queue_key, f"lantern:reap:dequeued:{queue.name}"
+    done: list[tuple[str, str]] = []
+    now = time.time()
+    current: set[str] = set()
+    for raw in connection.lrange(key, 0, -1):
+        job_id = raw.decode()
+        try:
+            job = Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+        except NoSuchJobError:
+            connection.lrem(key, 1, job_id)
+            continue
+        if job.get_status(refresh=False) != JobStatus.QUEUED:
+            connection.lrem(key, 1, job_id)  # started: a worker on several queues leaves the entry behind
+            continue
+        sighting = f"{job_id}@{job.enqueued_at.timestamp() if job.enqueued_at else 0}"
+        current.add(sighting)
+        connection.hsetnx(seen_key, sighting, now)
+        if now - float(connection.hget(seen_key, sighting) or now) < grace_s:
+            continue  # a live worker may be starting it right now
+        if connection.lrem(key, 1, job_id):  # only one reaper wins the entry
+            queue._enqueue_job(job, at_front=True)
+            current.discard(sighting)
+            log.warning("job %s: taken off the queue by a worker that died before starting it; requeued", job_id)
+            done.append((job_id, "requeued"))
+    stale = [f for f in connection.hkeys(seen_key) if f.decode() not in current]
+    if stale:
+        connection.hdel(seen_key, *stale)
     return done
 
 

@@ -60,3 +60,28 @@ def test_dead_worker_job_is_retried_once_then_fails(conn):
 def test_zero_retries_fails_at_once(conn):
     job = _start(conn, "ghost-3")
     assert reap(conn, [MODEL], retries=0) == [(job.id, "failed")]
+
+
+def test_a_job_taken_off_the_queue_by_a_worker_that_died_before_starting_it_is_requeued(conn):
+    """`kill -9` between RQ's LMOVE into `<queue>:intermediate` and `prepare_job_execution`."""
+    q = Queue(queue_name(MODEL), connection=conn, serializer=JSONSerializer)
+    job = q.enqueue_call("workers.tasks.run_job", args=({"kind": "generate"},), meta={"owner": "acme"})
+    other = q.enqueue_call("workers.tasks.run_job", args=({"kind": "generate"},), meta={"owner": "acme"})
+    assert q.dequeue_any([q], timeout=None, connection=conn, serializer=JSONSerializer)[0].id == job.id
+    assert conn.lrange(q.intermediate_queue_key, 0, -1) == [job.id.encode()] and q.job_ids == [other.id]
+    assert reap(conn, [MODEL], grace_s=60) == []  # first sighting: a live worker may be starting it
+    assert reap(conn, [MODEL], grace_s=60) == []  # still within the grace period
+    assert reap(conn, [MODEL], grace_s=0) == [(job.id, "requeued")]
+    assert q.job_ids == [job.id, other.id] and conn.llen(q.intermediate_queue_key) == 0
+    job.refresh()
+    assert job.get_status() == JobStatus.QUEUED and "worker_lost" not in job.meta  # it never ran
+    assert conn.hlen(f"lantern:reap:dequeued:{q.name}") == 0
+
+
+def test_a_started_job_left_in_the_intermediate_list_is_only_unlisted(conn):
+    conn.set(worker_key("alive"), "{}", ex=30)
+    job = _start(conn, "alive")
+    q = Queue(queue_name(MODEL), connection=conn, serializer=JSONSerializer)
+    conn.rpush(q.intermediate_queue_key, job.id)  # what a worker listening to several queues leaves
+    assert reap(conn, [MODEL], grace_s=0) == []
+    assert conn.llen(q.intermediate_queue_key) == 0 and job.get_status() == JobStatus.STARTED
