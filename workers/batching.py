@@ -1,4 +1,5 @@
-"""How many token positions one forward+backward may carry, so batches fit the device."""
+"""How many token positions one forward+backward may carry, so batches fit the device, and what a
+forward costs beyond its positions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import os
 import torch
 
 from workers.models.loading import LM
+
+# A forward costs about `overhead + positions` position-units: on the CPU every forward streams all
+# the weights (SmolLM2, 1 thread, measured: 60 ms for 1 position, 2.2 ms per position in large
+# batches, so ~30 positions of overhead); on a GPU an eager forward is launch-bound (~30 ms for 30
+# layers on an H200 whatever the batch, microseconds per position), so batches should be full.
+FORWARD_OVERHEAD_POSITIONS = {"cpu": 32, "cuda": 8192}
 
 # CPU default: about 1.4 MB of saved activations per token on SmolLM2 (30 layers) -> ~3 GB.
 DEFAULT_CPU_BATCH_TOKENS = 2048
@@ -31,3 +38,10 @@ def batch_tokens(lm: LM, with_grad: bool = True) -> int:
 
 def rows_per_batch(lm: LM, seq_len: int, with_grad: bool = True) -> int:
     return max(1, batch_tokens(lm, with_grad) // max(1, seq_len))
+
+
+def forward_overhead(lm: LM) -> int:
+    """The fixed cost of one forward, in token positions (`LANTERN_FORWARD_OVERHEAD` overrides)."""
+    if env := os.environ.get("LANTERN_FORWARD_OVERHEAD"):
+        return max(0, int(env))
+    return FORWARD_OVERHEAD_POSITIONS.get(lm.device.type, FORWARD_OVERHEAD_POSITIONS["cpu"])

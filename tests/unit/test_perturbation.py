@@ -18,7 +18,7 @@ from schemas.jobs import parse_job
 from schemas.limits import Limits
 from workers.errors import BadInput
 from workers.methods.attribution import run
-from workers.perturbation.batched import MaskScorer
+from workers.perturbation.batched import MaskScorer, plan_batches
 from workers.perturbation.kernel_shap import kernel_shap, shap_coalitions
 from workers.perturbation.lime import lime, lime_masks, lime_weights, weighted_ridge
 from workers.perturbation.occlusion import occlusion
@@ -41,11 +41,42 @@ def job(method: str, prompt=PROMPT, target=TARGET, **params):
                       "params": {"method": method, **params}})
 
 
+def _plan_cost(plan, suffix, overhead):
+    return sum(overhead + (b - a) * suffix[a] for a, b in plan)
+
+
+@pytest.mark.parametrize("overhead", [0, 3, 30, 10_000])
+def test_batch_plan_is_the_cheapest_split(overhead):
+    """Against brute force over every split of a short sorted row list into consecutive batches."""
+    rng = np.random.default_rng(overhead)
+    for _ in range(20):
+        M, budget = int(rng.integers(1, 9)), int(rng.integers(5, 40))
+        suffix = np.sort(rng.integers(1, 12, M))[::-1]
+        plan = plan_batches(suffix, budget, overhead)
+        assert [a for a, _ in plan] == [0, *[b for _, b in plan[:-1]]] and plan[-1][1] == M
+        assert all(b - a == 1 or (b - a) * suffix[a] <= budget for a, b in plan)
+        best = min(
+            _plan_cost(list(zip([0, *cuts], [*cuts, M])), suffix, overhead)
+            for k in range(M) for cuts in itertools.combinations(range(1, M), k)
+            if all(b - a == 1 or (b - a) * suffix[a] <= budget for a, b in zip([0, *cuts], [*cuts, M]))
+        )
+        assert _plan_cost(plan, suffix, overhead) == pytest.approx(best)
+
+
+def test_batch_plan_follows_the_overhead():
+    suffix = np.arange(40, 0, -1)  # occlusion-like: one row per first changed position
+    assert len(plan_batches(suffix, 10_000, 0)) == 40  # no overhead: every row runs only its own suffix
+    assert len(plan_batches(suffix, 10_000, 10_000)) == 1  # launch-bound: one full batch
+    capped = plan_batches(suffix, 80, 10_000)  # the budget caps rows: 2 of 40 positions, 80 of 1
+    assert capped[0] == (0, 2) and capped[-1][1] == 40 and all((b - a) * suffix[a] <= 80 for a, b in capped)
+
+
 @pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
 @pytest.mark.parametrize("granularity", ["token", "word"])
 def test_prefix_sharing_equals_plain_computation(model, granularity, request, monkeypatch):
     lm = request.getfixturevalue(model)
     monkeypatch.setenv("LANTERN_BATCH_TOKENS", "50")  # many small batches, each with its own prefix
+    monkeypatch.setenv("LANTERN_FORWARD_OVERHEAD", "2")
     shared, plain = scorer(lm, granularity=granularity), scorer(lm, granularity=granularity, share_prefix=False)
     gen = torch.Generator().manual_seed(0)
     keep = torch.rand(60, shared.units.n_free, generator=gen) > 0.2

@@ -11,9 +11,13 @@ of every target token under teacher forcing, (M, T). Three things make it cheap:
 3. A perturbation leaves the prompt untouched before its first replaced position p, so its keys
    and values there are the clean ones. The clean sequence runs once with a KV cache; masks are
    sorted by p, and each batch runs only positions [p_min, L) with the clean cache cropped to
-   p_min and expanded (a view, no copy) to the batch; a batch closes where a mask's own suffix
-   L − p falls under 3/4 of the batch's, so at most a quarter of a row recomputes clean prefix.
-   Occlusion of token i then costs about L − i positions instead of L: about half the work.
+   p_min and expanded (a view, no copy) to the batch. Occlusion of token i then costs about
+   L − i positions instead of L: about half the work.
+
+Where batches close is planned (`plan_batches`) for the least total cost under the model
+cost(forward) = overhead + rows × (L − p_min) (`workers.batching.forward_overhead`): on a CPU a
+forward's fixed cost is ~30 positions, so batches follow p closely; on a GPU it dominates, so
+batches fill the memory budget and recompute some clean prefix, which is nearly free there.
 
 Identical masks (KernelSHAP draws repeats; the empty and full coalitions recur) are scored once.
 `share_prefix=False` runs the plain computation (full sequences, no cache), which the tests
@@ -24,10 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
-from workers.batching import batch_tokens
+from workers.batching import batch_tokens, forward_overhead
 from workers.models.loading import LM
 from workers.perturbation.units import Units
 from workers.progress import Progress, no_progress
@@ -45,6 +50,28 @@ class Stats:
     positions_plain: int = 0  # what full sequences would have cost
 
 
+def plan_batches(suffix: np.ndarray, budget: int, overhead: int) -> list[tuple[int, int]]:
+    """Split rows into consecutive batches [i, j) of least total cost.
+
+    suffix: (M,) positions each row must run, non-increasing (rows sorted by first changed
+    position). A batch runs every row over its first row's suffix: cost overhead + (j − i)·suffix[i],
+    with (j − i)·suffix[i] ≤ budget (one row always fits). Exact dynamic programme from the end."""
+    M = len(suffix)
+    best = np.zeros(M + 1)  # best[i]: least cost of rows i..M-1
+    cut = np.zeros(M, dtype=np.int64)
+    for i in range(M - 1, -1, -1):
+        rows = max(1, min(M - i, budget // max(1, int(suffix[i]))))
+        j = np.arange(i + 1, i + rows + 1)  # candidate ends
+        cost = overhead + (j - i) * float(suffix[i]) + best[j]
+        k = int(cost.argmin())
+        best[i], cut[i] = cost[k], j[k]
+    plan, i = [], 0
+    while i < M:
+        plan.append((i, int(cut[i])))
+        i = int(cut[i])
+    return plan
+
+
 class MaskScorer:
     """f(keep masks) -> (M, T) target metric; `f_input` (T,) and `logprob_input` (T,) at the clean input."""
 
@@ -59,6 +86,7 @@ class MaskScorer:
         self.x = lm.embed(torch.tensor(target.seq_ids, device=lm.device)).detach()  # (L, d)
         self.base = replacement.to(self.x.dtype)  # (d,)
         self.budget = batch_tokens(lm, with_grad=False)
+        self.overhead = forward_overhead(lm)
         self.stats = Stats()
         with torch.no_grad():
             out = lm.model(inputs_embeds=self.x[None], use_cache=share_prefix, logits_to_keep=self.T)
@@ -93,15 +121,9 @@ class MaskScorer:
         self.stats.masks += keep.shape[0]
         self.stats.distinct += len(todo)
         self.stats.positions_plain += len(todo) * self.L
-        i = 0
-        while i < len(todo):
-            p = int(first[todo[i]]) if self.share_prefix else 0
-            rows = max(1, self.budget // (self.L - p))
-            # close the batch where a mask's own suffix is under 3/4 of the batch's: at most a
-            # quarter of any row is recomputed clean prefix
-            own = self.L - first[todo[i : i + rows]]
-            rows = int((own * 4 >= 3 * (self.L - p)).sum()) if self.share_prefix else rows
-            idx = todo[i : i + rows]
+        starts = first[todo] if self.share_prefix else torch.zeros(len(todo), dtype=torch.long)
+        for a, b in plan_batches((self.L - starts).numpy(), self.budget, self.overhead):
+            idx, p = todo[a:b], int(starts[a])
             rep = replaced[idx, p:].to(self.lm.device)  # (B, L-p)
             emb = torch.where(rep[..., None], self.base, self.x[p:])  # (B, L-p, d)
             kwargs = {"cache": self._cache(p, len(idx)), "use_cache": True} if p > 0 else {"use_cache": False}
@@ -109,6 +131,5 @@ class MaskScorer:
             out[idx.to(out.device)] = self._metric(logits)[0]
             self.stats.forwards += 1
             self.stats.positions_run += len(idx) * (self.L - p)
-            i += len(idx)
-            progress(i / len(todo))
+            progress(b / len(todo))
         return out[inverse.to(out.device)]
