@@ -6,9 +6,10 @@
   (github.com/Hunter-DDM/knowledge-neurons, `1_analyze_mlm.py`: per layer, a batch of `n_steps`
   copies of the whole prompt with that layer's activation scaled, forward + backward), and the
   largest difference between the two score tensors;
-- figures (docs/knowledge.md): for each fact, the answer's probability with the located neurons
-  suppressed, with as many random neurons of the same layers suppressed, and on control facts
-  (the other facts' first prompts), as mean relative changes; and the `update` edit's scores.
+- figures (docs/knowledge.md): for each fact, without and with the control filter, the answer's
+  probability with the located neurons suppressed, with as many random neurons of the same layers
+  suppressed, on control facts (the other facts' first prompts, which the filter uses) and on held-out
+  controls (which it does not), as mean relative changes; and the `update` edit's scores.
 
 `python -m bench.run knowledge` writes the section; both runs use fp32 on the same device.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -102,9 +104,55 @@ def timing(lm, repeats: int = int(os.environ.get("KN_BENCH_REPEATS", "1")),
     return table, r / o
 
 
-def figures(lm) -> str:
+# the control filter: off, on at the fact's threshold (0.2), on at the default (0.1)
+SETTINGS = [("off", {"filter_controls": False}), ("on, 0.2", {"contrast_threshold": 0.2}), ("on, 0.1", {})]
+# controls that no run filters with: the located neurons' effect on these is out of sample
+HELD_OUT = ["The capital of Italy is", "The opposite of hot is", "The color of the sky is", "Two plus two equals"]
+
+
+@contextmanager
+def memoized_ig(stats: list[float]):
+    """The same (prompt, target, steps, rule, layers) gives the same IG scores, so the runs with and without
+    the control filter share them: each is computed once (its time appended to `stats`)."""
+    from workers.methods import knowledge_neurons
+
+    real, cache = knowledge_neurons.fact_attributions, {}
+
+    def fact_attributions(lm, ids, target, n_steps, rule, layers=None, progress=None):
+        key = (tuple(ids), tuple(target), n_steps, rule, tuple(layers) if layers else None)
+        if key not in cache:
+            t = time.perf_counter()
+            cache[key] = real(lm, ids, target, n_steps, rule, layers)
+            stats.append(time.perf_counter() - t)
+        return cache[key]
+
+    knowledge_neurons.fact_attributions = fact_attributions
+    try:
+        yield
+    finally:
+        knowledge_neurons.fact_attributions = real
+
+
+def held_out_suppressed(lm, neurons) -> float:
+    """Mean relative change of each HELD_OUT prompt's own top-1 token with the neurons suppressed."""
+    from workers.ffn import scale_deltas
+    from workers.methods.knowledge_neurons import answer_prob, next_token
+
+    deltas = scale_deltas(lm, [(n.layer, n.index) for n in neurons], 0.0) if neurons else []
+    changes = []
+    for text in HELD_OUT:
+        ids = lm.encode(text).ids
+        top = [next_token(lm, ids)]
+        changes.append(answer_prob(lm, ids, top, deltas) / answer_prob(lm, ids, top) - 1.0)
+    return statistics.mean(changes)
+
+
+def figures(lm) -> tuple[str, float]:
+    """The located-vs-random table and the update edit, each without and with the control filter; and the
+    mean time of one IG pass (one prompt, all layers, 20 steps), which is what the filter adds per control."""
     from schemas.kinds.knowledge_edit import KnowledgeEditInput, KnowledgeEditParams
     from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams
+    from workers.edits import from_data
     from workers.methods import knowledge_edit, knowledge_neurons
     from workers.progress import no_progress
 
@@ -112,45 +160,79 @@ def figures(lm) -> str:
         def __init__(self, input, params):
             self.input, self.params = input, params
 
-    class MemoryStore:  # the benchmark keeps no artifacts
+    class MemoryStore:  # the benchmark keeps no artifacts; the last edit's deltas stay readable
+        data: dict = {}
+
         def put(self, kind, model, data):
             from types import SimpleNamespace
+            MemoryStore.data = data
             return SimpleNamespace(id="ed_" + "0" * 32)
 
-    lines = ["| fact | p(answer) | located neurons (layers) | located suppressed | random suppressed | "
-             "controls suppressed | enhanced |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for k, (answer, prompts) in enumerate(FACTS):
-        controls = [p[0] for j, (_, p) in enumerate(FACTS) if j != k]
-        res = knowledge_neurons.run(lm, Request(KnowledgeNeuronsInput(prompts=prompts, answer=answer,
-                                                                      control_prompts=controls),
-                                                KnowledgeNeuronsParams()), no_progress)
-        s = res.summary
-        layers = sorted({n.layer for n in res.neurons})
-        p = statistics.mean(e.prob for e in res.prompts)
-        lines.append(f"| {prompts[0]} →{answer} | {p:.2f} | {len(res.neurons)} ({', '.join(map(str, layers))}) | "
-                     f"{s['suppressed']:+.0%} | {s.get('random_suppressed', 0):+.0%} | "
-                     f"{s.get('control_suppressed', 0):+.0%} | {s['enhanced']:+.0%} |")
-    # update France -> Rome with the located neurons, held-out paraphrase, unrelated controls
-    answer, prompts = FACTS[0]
-    edit = knowledge_edit.run(lm, Request(
-        KnowledgeEditInput(prompts=prompts[:2], paraphrases=prompts[2:], answer=answer, new_answer=" Rome",
-                           control_prompts=[p[0] for _, p in FACTS[1:4]]),
-        KnowledgeEditParams(operation="update")), no_progress, store=MemoryStore())
-    upd = (f"\n\n`knowledge_edit` update France → Rome (λ = 0.5, {len(edit.neurons)} neurons located on 2 prompts): "
-           f"reliability {edit.reliability.score:.2f} (p(Rome) {edit.reliability.new_prob_before:.3f} → "
-           f"{edit.reliability.new_prob_after:.2f}), generalization {edit.generalization.score:.2f}, "
-           f"locality {edit.locality.score:.2f} (tolerance 0.05; "
-           + ", ".join(f"{r.top1_before.strip()} {r.prob_before:.2f}→{r.prob_after:.2f}" for r in edit.locality.prompts)
-           + ").")
-    return "\n".join(lines) + upd
+    ig_times: list[float] = []
+    lines = ["| fact | p(answer) | filter | located neurons (layers) | dropped by the filter | located suppressed | "
+             "random suppressed | controls suppressed | held-out controls suppressed | enhanced |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    with memoized_ig(ig_times):
+        for k, (answer, prompts) in enumerate(FACTS):
+            controls = [p[0] for j, (_, p) in enumerate(FACTS) if j != k]
+            for label, setting in SETTINGS:
+                res = knowledge_neurons.run(lm, Request(
+                    KnowledgeNeuronsInput(prompts=prompts, answer=answer, control_prompts=controls),
+                    KnowledgeNeuronsParams(**setting)), no_progress)
+                s = res.summary
+                layers = sorted({n.layer for n in res.neurons})
+                p = statistics.mean(e.prob for e in res.prompts)
+                dropped_layers = ", ".join(map(str, sorted({n.layer for n in res.filtered_neurons or []})))
+                dropped = (f"{res.filtered_count} ({dropped_layers})" if res.filtered_count else "0") \
+                    if res.filtered_neurons is not None else "—"
+                lines.append(
+                    f"| {prompts[0]} →{answer} | {p:.2f} | {label} | {len(res.neurons)} "
+                    f"({', '.join(map(str, layers))}) | {dropped} | {s['suppressed']:+.0%} | "
+                    f"{s.get('random_suppressed', 0):+.0%} | {s.get('control_suppressed', 0):+.0%} | "
+                    f"{held_out_suppressed(lm, res.neurons):+.0%} | {s['enhanced']:+.0%} |")
+        # update France -> Rome with the located neurons, held-out paraphrase, unrelated controls
+        answer, prompts = FACTS[0]
+        upd = ["", "", "`knowledge_edit` update France → Rome (λ = 0.5, located on 2 prompts, the third held out; "
+               "controls: the gold, planet and water prompts; locality tolerance 0.05):", ""]
+        for label, setting in SETTINGS:
+            edit = knowledge_edit.run(lm, Request(
+                KnowledgeEditInput(prompts=prompts[:2], paraphrases=prompts[2:], answer=answer, new_answer=" Rome",
+                                   control_prompts=[p[0] for _, p in FACTS[1:4]]),
+                KnowledgeEditParams(operation="update", **setting)), no_progress, store=MemoryStore())
+            deltas = from_data(lm, MemoryStore.data["deltas"])
+            held = knowledge_edit.locality(lm, HELD_OUT, [lm.encode(t).ids for t in HELD_OUT], deltas, 0.05)
+            upd.append(
+                f"- filter {label}: {len(edit.neurons)} neurons (layers "
+                f"{', '.join(map(str, sorted({n.layer for n in edit.neurons})))}"
+                + (f"; {edit.filtered_count} dropped" if edit.filtered_neurons is not None else "") + "): "
+                f"reliability {edit.reliability.score:.2f} (p(Rome) {edit.reliability.new_prob_before:.3f} → "
+                f"{edit.reliability.new_prob_after:.2f}), generalization {edit.generalization.score:.2f}, "
+                f"locality {edit.locality.score:.2f} ("
+                + ", ".join(f"{r.top1_before.strip()} {r.prob_before:.2f}→{r.prob_after:.2f}"
+                            + (f" (top-1 {r.top1_after.strip()})" if r.top1_after != r.top1_before else "")
+                            for r in edit.locality.prompts)
+                + f"), held-out locality {held.score:.2f} ("
+                + ", ".join(f"{r.top1_before.strip()} {r.prob_before:.2f}→{r.prob_after:.2f}"
+                            + (f" (top-1 {r.top1_after.strip()})" if r.top1_after != r.top1_before else "")
+                            for r in held.prompts)
+                + ")")
+    return "\n".join(lines) + "\n".join(upd), statistics.mean(ig_times)
 
 
 def run() -> str:
+    # one thread: on a shared 2-core machine two OpenMP threads spin on each other (bench_perturbation)
+    torch.set_num_threads(1)
     lm = load()
     table, _ = timing(lm)
+    fig, ig_pass = figures(lm)
     return ("## Knowledge neurons (SmolLM2-135M, fp32)\n\n" + table + "\n\nLocated vs random neurons "
             "(3 paraphrases per fact, all layers, 20 steps, threshold 0.2, adaptive sharing; mean relative "
-            "change of the answer's probability):\n\n" + figures(lm) + "\n")
+            "change of the answer's probability), without the control filter and with it (`filter_controls`, "
+            "contrast_ratio 0.1: drop a candidate whose score is over `contrast_threshold` (0.2 or 0.1, the "
+            "default) × max on any of the 4 controls, the other facts' first prompts). Held-out controls: "
+            + ", ".join(f"\"{t}\"" for t in HELD_OUT) + ", used by no filter.\n\n"
+            + fig + f"\n\nThe filter's cost: one IG pass per control prompt, {ig_pass:.1f} s each here (one prompt, "
+            "30 layers, 20 steps; mean over the passes above), i.e. 4 controls add 4/3 of a 3-paraphrase locate.\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from schemas.common import Prompt, Result, Strict
 from schemas.kinds.knowledge_neurons import (
-    MAX_CONTROL_PROMPTS, MAX_FACT_PROMPTS, Answer, FactInput, LocateParams, Neuron,
+    MAX_CONTROL_PROMPTS, MAX_FACT_PROMPTS, Answer, FactInput, FilteredNeuron, LocateParams, Neuron,
 )
 
 Operation = Literal["suppress", "enhance", "erase", "update"]
@@ -20,7 +20,8 @@ class KnowledgeEditInput(FactInput):
     paraphrases: Annotated[list[Prompt], Field(max_length=MAX_FACT_PROMPTS)] = Field(
         default_factory=list, description="Held-out paraphrases (not used to locate): generalization")
     control_prompts: Annotated[list[Prompt], Field(max_length=MAX_CONTROL_PROMPTS)] = Field(
-        default_factory=list, description="Unrelated facts: locality")
+        default_factory=list, description="Unrelated facts: locality, and (params.filter_controls) the contrast "
+                                          "set when the neurons are located inline")
     neurons: Annotated[list[Neuron], Field(min_length=1, max_length=256)] | None = Field(
         None, description="Neurons to edit (e.g. from `knowledge_neurons`); absent: located inline")
 
@@ -74,6 +75,9 @@ class KnowledgeEditResult(Result):
     operation: Operation
     neurons: list[Neuron]
     located: bool = Field(description="True when the neurons were located by this job")
+    filtered_neurons: list[FilteredNeuron] | None = Field(
+        None, description="Located inline with filter_controls: the candidates dropped as mattering for control prompts")
+    filtered_count: int | None = None
     reliability: SetScore
     generalization: SetScore | None = None
     locality: SetScore | None = None

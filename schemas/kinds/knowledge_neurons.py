@@ -45,6 +45,17 @@ class LocateParams(Strict):
     target_count: Annotated[tuple[int, int], Field()] = (2, 5)
     max_neurons: Annotated[int, Field(ge=1, le=256)] = 32
     layers: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=256)] | None = None
+    filter_controls: bool = Field(
+        True, description="With control_prompts: drop candidate neurons that also matter for a control prompt's own "
+                          "top-1 next token (IG score over contrast_threshold × that prompt's max), before the "
+                          "sharing ratio picks the count; one more IG pass per control prompt. Such neurons serve "
+                          "other facts too (relation or output neurons). false: the paper's unfiltered set.")
+    contrast_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="filter_controls: a neuron matters for a control prompt when its score is over this × that "
+                         "prompt's max score (half the fact's `threshold` by default: docs/knowledge.md).")
+    contrast_ratio: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        0.1, description="filter_controls: drop a candidate that matters for at least this share of the control "
+                         "prompts; 0.1 (the reference code's cut-off for relation neurons) is any one of up to 10.")
 
     @model_validator(mode="after")
     def _range(self) -> LocateParams:
@@ -72,6 +83,11 @@ class Neuron(Strict):
     shared_by: float | None = Field(None, description="Share of prompts where the neuron passed the threshold")
 
 
+class FilteredNeuron(Neuron):
+    controls: list[int] = Field(description="Why it was dropped: the indices of the control prompts for whose own "
+                                            "top-1 token its score is over contrast_threshold × that prompt's max")
+
+
 class PromptEffect(Strict):
     """Answer probability on one prompt: mean over the answer's tokens, teacher-forced."""
 
@@ -88,6 +104,10 @@ class KnowledgeNeuronsResult(Result):
     neurons: list[Neuron]
     sharing_ratio: float = Field(description="The sharing ratio that was used (after adaptation)")
     coarse_counts: list[int] = Field(description="Neurons over the threshold, per prompt")
+    filtered_neurons: list[FilteredNeuron] | None = Field(
+        None, description="filter_controls: neurons shared by at least the used sharing ratio of the prompts but "
+                          "dropped as mattering for control prompts (best `max_neurons` by score); null: not filtered")
+    filtered_count: int | None = Field(None, description="How many neurons the filter dropped at that ratio")
     random_neurons: list[Neuron] | None = None
     prompts: list[PromptEffect]
     controls: list[PromptEffect]

@@ -21,6 +21,8 @@ def test_locate_edit_generate_delete(service):
                            "params": {"n_steps": 4, "layers": list(range(20, 30))}}, timeout=600)["result"]
     neurons = located["neurons"]
     assert neurons and located["summary"]["suppressed"] < located["summary"]["random_suppressed"]
+    assert located["filtered_neurons"] is not None  # filter_controls is on by default with control prompts
+    assert located["provenance"]["params"]["filter_controls"] is True
     assert located["provenance"]["kind"] == "knowledge_neurons"
 
     before = generate(service)
@@ -63,6 +65,10 @@ def test_bad_knowledge_requests_are_422(service):
     r = service.submit({"kind": "knowledge_neurons", "model": MODEL, "input": {**FACT},
                         "params": {"n_steps": 100000}})
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    for bad in ({"contrast_ratio": 0}, {"filter_controls": "sometimes"}, {"filter_control": True}):
+        r = service.submit({"kind": "knowledge_neurons", "model": MODEL, "input": {**FACT}, "params": bad})
+        assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+        assert next(iter(bad)) in r.text
     r = service.submit({"kind": "generate", "model": MODEL, "input": {"prompt": PROMPT},
                         "params": {"edits": ["not-an-edit"]}})
     assert r.status_code == 422

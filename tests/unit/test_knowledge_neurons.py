@@ -76,11 +76,12 @@ def test_ffn_ig_layer_subset_and_completeness(tiny_llama):
 
 
 def plant_fact_neuron(lm, prompt: str, answer_id: int, layer: int, index: int, pre: float = 3.0, out: float = 30.0,
-                      avoid: tuple[str, ...] = ()):
-    """A copy of `lm` whose neuron (layer, index) fires on `prompt`'s last position (m ≈ silu(3)·3), not
-    on the last position of the `avoid` prompts (its key is orthogonal to theirs), and writes the
-    answer's unembedding direction; the answer's unembedding row is scaled up so the fact can win
-    the softmax (a random tiny model's logits are all near 0)."""
+                      avoid: tuple[str, ...] = (), also: tuple[str, ...] = (), boost: float = 20.0):
+    """A copy of `lm` whose neuron (layer, index) fires on the last position of `prompt` and of the `also`
+    prompts (m ≈ silu(3)·3), not on the last position of the `avoid` prompts (its key is the least-norm
+    solution of key · h = 1 there, 0 here), and writes the answer's unembedding direction; the answer's
+    unembedding row is scaled up by `boost` so the fact can win the softmax (a random tiny model's logits
+    are all near 0)."""
     lm = copy.copy(lm)
     lm.model = copy.deepcopy(lm.model)
     block = lm.layers[layer]
@@ -92,30 +93,30 @@ def plant_fact_neuron(lm, prompt: str, answer_id: int, layer: int, index: int, p
         return seen["h"]  # (hidden,): what the FFN reads
 
     with torch.no_grad():
-        h = normed_residual(prompt)
-        key = h.clone()
-        if avoid:
-            q, _ = torch.linalg.qr(torch.stack([normed_residual(t) for t in avoid]).T)  # (hidden, k)
-            key = key - q @ (q.T @ key)
-        key = key / (key @ h)  # key · h = 1 on the fact's prompt, 0 on the avoided ones
+        fire, quiet = (prompt, *also), avoid
+        h = torch.stack([normed_residual(t) for t in fire + quiet])  # (k, hidden)
+        target = torch.tensor([1.0] * len(fire) + [0.0] * len(quiet))  # (k,)
+        key = torch.linalg.pinv(h) @ target  # (hidden,)
         block.mlp.gate_proj.weight[index] = pre * key
         block.mlp.up_proj.weight[index] = pre * key
-        lm.model.lm_head.weight[answer_id] *= 20.0
+        lm.model.lm_head.weight[answer_id] *= boost
         u = lm.model.lm_head.weight[answer_id]
         block.mlp.down_proj.weight[:, index] = out * u / u.norm()
     return lm
 
 
+CONTROL = "Two plus two is"
+
+
 @pytest.fixture(scope="module")
 def planted(tiny_llama):
     (answer_id,) = tiny_llama.tokenizer(" Mary", add_special_tokens=False)["input_ids"]
-    return plant_fact_neuron(tiny_llama, PROMPT, answer_id, layer=1, index=17), answer_id
+    return plant_fact_neuron(tiny_llama, PROMPT, answer_id, layer=1, index=17, avoid=(CONTROL,)), answer_id
 
 
 def test_planted_fact_neuron_is_located(planted, tiny_llama):
     lm, answer_id = planted
-    req = Request(KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary",
-                                        control_prompts=["Two plus two is"]),
+    req = Request(KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL]),
                   KnowledgeNeuronsParams(n_steps=16))
     res = kn.run(lm, req, no_progress)
     top = res.neurons[0]
@@ -126,6 +127,68 @@ def test_planted_fact_neuron_is_located(planted, tiny_llama):
     assert effect.random_suppressed == pytest.approx(effect.prob, rel=0.2)
     assert res.summary["suppressed"] < res.summary["random_suppressed"]
     assert hook_count(lm.model) == 0 and hook_count(tiny_llama.model) == 0
+
+
+def test_control_filter_drops_a_shared_neuron_and_keeps_the_fact_neuron(tiny_llama):
+    """A fact neuron (1, 17) fires on the fact only; a shared "relation" neuron (1, 40) fires on the fact
+    and on the control, and writes the same answer there. The filter keeps the first and drops the second
+    (reported with the control it is coarse on); without it both are located, and suppressing them wipes
+    out the control's prediction too."""
+    (answer_id,) = tiny_llama.tokenizer(" Mary", add_special_tokens=False)["input_ids"]
+    lm = plant_fact_neuron(tiny_llama, PROMPT, answer_id, layer=1, index=17, out=2.0, avoid=(CONTROL,))
+    lm = plant_fact_neuron(lm, PROMPT, answer_id, layer=1, index=40, out=2.0, also=(CONTROL,), boost=1.0)
+    assert lm.token_strings([kn.next_token(lm, lm.encode(CONTROL).ids)]) == [" Mary"]
+    inp = KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL])
+    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16)), no_progress)  # the default
+    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16, filter_controls=False)), no_progress)
+    pairs = lambda ns: {(n.layer, n.index) for n in ns}  # noqa: E731
+    assert {(1, 17), (1, 40)} <= pairs(off.neurons) and off.filtered_neurons is None
+    assert (1, 17) in pairs(on.neurons) and (1, 40) not in pairs(on.neurons)
+    assert [(n.layer, n.index, n.controls) for n in on.filtered_neurons] == [(1, 40, [0])]
+    assert on.filtered_count == 1 and on.filtered_neurons[0].shared_by == 1.0
+    assert off.summary["control_suppressed"] < -0.9 and abs(on.summary["control_suppressed"]) < 0.01
+    # knowledge_edit locates inline with its control prompts the same way
+    from schemas.kinds.knowledge_edit import KnowledgeEditInput, KnowledgeEditParams
+    from workers.methods import knowledge_edit as ke
+
+    class Store:
+        def put(self, kind, model, data):
+            return type("View", (), {"id": "ed_" + "0" * 32})()
+
+    edit = ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL]),
+                              KnowledgeEditParams(operation="suppress", n_steps=16)), no_progress, store=Store())
+    assert (1, 17) in pairs(edit.neurons) and (1, 40) not in pairs(edit.neurons)
+    assert pairs(edit.filtered_neurons) == {(1, 40)} and edit.locality.score == 1.0
+    assert hook_count(lm.model) == 0
+
+
+def test_refine_filters_controls_before_the_adaptive_ratio():
+    scores = torch.zeros(2, 1, 10)  # (prompts, layers, neurons)
+    scores[:, 0, :6] = torch.tensor([1.0, 0.9, 0.8, 0.7, 0.6, 0.5])  # 6 candidates on both prompts
+    scores[0, 0, 6] = 0.5  # on one prompt only
+    contrast = torch.zeros(4, 1, 10)  # (controls, layers, neurons)
+    contrast[:, 0, 9] = 1.0  # each control's own peak
+    contrast[0, 0, 0] = 0.5  # neuron 0: matters for one control of 4
+    contrast[:2, 0, 1] = 0.5  # neuron 1: for two
+    contrast[0, 0, 3] = 0.15  # neuron 3: for one, over 0.1 × max but under 0.2
+    contrast[:, 0, 2] = 0.05  # neuron 2: under 0.1 × max everywhere
+    plain = kn.refine(scores, LocateParams(target_count=(2, 6)))
+    assert len(plain.neurons) == 6 and plain.filtered is None
+    default = kn.refine(scores, LocateParams(target_count=(2, 6)), contrast)  # 0.1 × max, any one control
+    assert [n.index for n in default.neurons] == [2, 4, 5]
+    assert [(n.index, n.controls) for n in default.filtered] == [(0, [0]), (1, [0, 1]), (3, [0])]
+    assert default.filtered_count == 3
+    loose = kn.refine(scores, LocateParams(target_count=(2, 6), contrast_threshold=0.2), contrast)
+    assert [n.index for n in loose.neurons] == [2, 3, 4, 5]
+    half = kn.refine(scores, LocateParams(target_count=(2, 6), contrast_ratio=0.5), contrast)
+    assert [n.index for n in half.neurons] == [0, 2, 3, 4, 5] and half.filtered_count == 1
+    # filtered first, then the adaptive ratio: with 4 left below the target [5, 6] it steps down to 0.5,
+    # where the one-prompt neuron 6 joins
+    down = kn.refine(scores, LocateParams(target_count=(5, 6), contrast_threshold=0.2), contrast)
+    assert {n.index for n in down.neurons} == {2, 3, 4, 5, 6} and down.sharing_ratio == pytest.approx(0.5)
+    for bad in ({"contrast_ratio": 0.0}, {"contrast_threshold": 1.5}, {"filter_control": True}):  # misspelt: refused
+        with pytest.raises(ValueError):
+            LocateParams(**bad)
 
 
 def test_refine_thresholds_and_adaptive_sharing():
@@ -157,13 +220,24 @@ def test_value_deltas_limit_positions(tiny_llama):
 
 @pytest.mark.slow
 def test_smollm2_located_neurons_beat_random(smollm2):
-    """Suppressing located neurons lowers the answer clearly more than as many random ones of the same layers."""
-    req = Request(KnowledgeNeuronsInput(prompts=["The capital of France is", "France's capital city is"],
-                                        answer=" Paris", control_prompts=["Water is made of hydrogen and"]),
-                  KnowledgeNeuronsParams(n_steps=4, layers=list(range(20, 30))))
-    res = kn.run(smollm2, req, no_progress)
+    """Suppressing located neurons lowers the answer clearly more than as many random ones of the same layers;
+    with the capital of Japan as a control, the filter drops the shared "capital of" neurons, and Tokyo
+    survives the suppression that wipes it out without the filter."""
+    def locate(controls: list[str], **params):
+        req = Request(KnowledgeNeuronsInput(prompts=["The capital of France is", "France's capital city is"],
+                                            answer=" Paris", control_prompts=controls),
+                      KnowledgeNeuronsParams(n_steps=4, layers=list(range(20, 30)), **params))
+        return kn.run(smollm2, req, no_progress)
+
+    res = locate(["Water is made of hydrogen and"])
     assert 1 <= len(res.neurons) <= 32
     assert res.summary["suppressed"] < -0.3
     assert res.summary["random_suppressed"] > -0.1
     assert res.summary["suppressed"] < res.summary["random_suppressed"] - 0.25
+    off, on = locate(["The capital of Japan is"], filter_controls=False), locate(["The capital of Japan is"])
+    assert off.controls[0].top1_token == " Tokyo" and off.filtered_neurons is None
+    assert off.controls[0].suppressed < 0.2 * off.controls[0].prob
+    assert on.filtered_count >= 1 and on.controls[0].suppressed > 0.8 * on.controls[0].prob
+    assert not {(n.layer, n.index) for n in on.neurons} & {(n.layer, n.index) for n in on.filtered_neurons}
+    assert on.summary["suppressed"] < on.summary["random_suppressed"] - 0.1
     assert hook_count(smollm2.model) == 0

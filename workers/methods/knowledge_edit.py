@@ -149,11 +149,14 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
         for k, n in enumerate(inp.neurons):
             if n.layer >= n_layers or n.index >= width:
                 raise BadInput(f"input.neurons[{k}]: model {lm.id} has {n_layers} layers of {width} neurons")
-        neurons, located = inp.neurons, False
+        neurons, located, found = inp.neurons, False, None
     else:
-        neurons, located = locate(lm, prompts, answer, params, progress, (0.0, 0.8)).neurons, True
+        found = locate(lm, prompts, answer, params, progress, (0.0, 0.8), controls)
+        neurons, located = found.neurons, True
         if not neurons:
-            raise BadInput("no knowledge neurons were located; lower params.threshold or params.sharing_ratio")
+            raise BadInput("no knowledge neurons were located; lower params.threshold or params.sharing_ratio"
+                           + (f" (the control filter dropped {found.filtered_count}; params.filter_controls)"
+                              if found.filtered_count else ""))
     pairs = sorted({(n.layer, n.index) for n in neurons})
     signs = activation_signs(lm, prompts, answer, pairs) if params.operation in DEFAULT_LAMBDA else None
     deltas = edit_deltas(lm, pairs, params, answer, new_answer, signs)
@@ -175,4 +178,6 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
     })
     progress(1.0)
     return KnowledgeEditResult(edit_id=view.id, operation=params.operation, neurons=neurons, located=located,
+                               filtered_neurons=found.filtered if found else None,
+                               filtered_count=found.filtered_count if found else None,
                                reliability=reliability, generalization=generalization, locality=loc)
