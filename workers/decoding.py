@@ -2,7 +2,8 @@
 
 A loop of our own rather than `generate()`: it reports progress (and so honours cancel and
 deadline) per token, returns the log-probabilities of the chosen tokens, and keeps any hooks a
-job installs (steering, edits) in force for every step.
+job installs (steering, edits) in force for every step. Sampling (`sample_next`) works in float64
+relative to the top logit, so tiny temperatures and `top_p` cannot overflow it into NaN.
 """
 
 from __future__ import annotations
@@ -24,17 +25,41 @@ class Decoded:
     finish_reason: str  # "eos" or "length"
 
 
+# Below this temperature sampling is greedy: the tempered distribution is one-hot up to float error
+# anyway, and dividing by a vanishing temperature is where the arithmetic would overflow.
+GREEDY_TEMPERATURE = 1e-5
+
+
 def _filter(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Top-k then nucleus (Holtzman et al. 2020) filtering of one row of logits, (V,) -> (V,)."""
+    """Top-k then nucleus (Holtzman et al. 2020) filtering of one row of logits, (V,) -> (V,).
+
+    The most likely token is always kept, whatever `top_p` (a `top_p` that rounds to 0 in the
+    logits' dtype would otherwise drop every token)."""
     if top_k > 0:
         kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
-        drop = cum - torch.softmax(sorted_logits, -1) >= top_p  # keep the token that crosses top_p
+        probs = torch.softmax(sorted_logits, -1)
+        drop = probs.cumsum(-1) - probs >= top_p  # keep the token that crosses top_p
+        drop[0] = False  # and always the top token
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     return logits
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                generator: torch.Generator) -> int:
+    """The next token from one row of logits (V,): argmax when `temperature` < GREEDY_TEMPERATURE,
+    else a draw from softmax(logits / temperature) after top-k and top-p filtering.
+
+    In float64 and relative to the maximum, (logits − max) / temperature is ≤ 0 and at worst −inf
+    (probability 0), never +inf or NaN: no temperature or top_p the schema admits can break it."""
+    if temperature < GREEDY_TEMPERATURE:
+        return int(torch.argmax(logits))
+    z = logits.double()
+    z = (z - z.max()) / temperature
+    probs = torch.softmax(_filter(z, top_k, top_p), -1)
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 # transformers 5.2x renamed `past_key_values` to `cache` (input and output); accept either.
@@ -63,11 +88,7 @@ def decode(lm: LM, prompt_ids: list[int], max_new_tokens: int, *, temperature: f
         past = out[CACHE_ARG]
         logits = out.logits[0, -1].float()  # (vocab,)
         logp = torch.log_softmax(logits, -1)
-        if temperature == 0.0:
-            nxt = int(torch.argmax(logits))
-        else:
-            probs = torch.softmax(_filter(logits / temperature, top_k, top_p), -1)
-            nxt = int(torch.multinomial(probs, 1, generator=generator))
+        nxt = sample_next(logits, temperature, top_k, top_p, generator)
         ids.append(nxt)
         logprobs.append(float(logp[nxt]))
         progress((step + 1) / max_new_tokens)

@@ -62,3 +62,26 @@ def test_leftover_hooks_are_removed_but_transformers_own_hooks_stay():
     assert remove_hooks_since(tiny_llama.model, before) == 1
     assert hook_count(tiny_llama.model) == own
     assert len(tiny_llama.model(input_ids=ids, output_hidden_states=True).hidden_states) == n_hidden
+
+
+@pytest.mark.parametrize("params", [{"temperature": 1e-300}, {"temperature": 1e-6, "seed": 5},
+                                    {"temperature": 1.0, "top_p": 1e-300, "seed": 5},
+                                    {"temperature": 1e-300, "top_p": 1e-300, "top_k": 3}])
+def test_vanishing_temperature_or_top_p_decodes_greedily(tiny_llama, params):
+    """Issue 10 item 4: these ended the job with "probability tensor contains inf/nan"."""
+    assert run(tiny_llama, **params).token_ids == run(tiny_llama).token_ids
+
+
+def test_sampling_never_overflows_at_extreme_logits():
+    from workers.decoding import sample_next
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([3e38, -3e38, 1e30, 0.0, float("-inf")], dtype=torch.float32)
+    for temperature in (1e-300, 1e-5, 2e-5, 1e-3, 1.0, 10.0):
+        for top_p in (1e-300, 0.5, 1.0):
+            assert sample_next(logits, temperature, 0, top_p, g) == 0
+            assert sample_next(logits, temperature, 2, top_p, g) == 0
+    # small but not greedy: a near tie is still sampled from both tokens
+    near = torch.tensor([1.0, 1.0 - 1e-6, -5.0])
+    picks = {sample_next(near, 1e-4, 0, 1.0, g) for _ in range(64)}
+    assert picks == {0, 1}
