@@ -62,3 +62,9 @@ WEBHOOK_RETRIES = f"{PREFIX}:webhooks:retry"  # sorted set of deliveries waiting
 def webhook_processing_key(worker_name: str) -> str:
     """Deliveries a webhook worker has taken and not yet finished (recovered if it dies)."""
     return f"{PREFIX}:webhooks:processing:{worker_name}"
+
+
+def active_jobs_key(owner: str) -> str:
+    """Sorted set of an owner's queued and running job ids, scored by the time each took its slot
+    (`max_active_jobs`): taken by the API at submit, given back by whatever ends the job."""
+    return f"{PREFIX}:active:{owner}"

@@ -3,9 +3,13 @@ API replicas share them; every key expires, so memory stays bounded).
 
 - Rate: fixed windows of 1 s (`rate_limit_per_s`) and 60 s (`rate_limit_burst_per_min`) per
   tenant; over either is 429 with `Retry-After` = seconds to the window's end.
-- Concurrency: a tenant's queued + running jobs (`max_active_jobs`); over it submit is 429. The
-  set is pruned from the jobs' own status on every check, so a job that ended (or expired, or
-  whose worker died) frees its slot without any worker having to report.
+- Concurrency: a tenant's queued + running jobs (`max_active_jobs`); over it submit is 429. Each
+  slot is an entry of a sorted set (`schemas.keys.active_jobs_key`: job id scored by the time it
+  took the slot). One Lua script checks and records a slot atomically, so concurrent submits on any
+  number of replicas can never overshoot the limit. Whatever ends a job gives its slot back (the
+  worker's `run_job`, a cancel, the reaper); and the same script first prunes entries whose RQ job
+  has ended or is gone (expired), so a missed release leaks nothing. An entry whose job hash does
+  not exist yet is a submit in progress and counts until `SLOT_GRACE_S` has passed.
 - Idempotency (draft-ietf-httpapi-idempotency-key-header): the first successful submit binds
   (tenant, key) to the body's fingerprint and the job id for `idempotency_ttl_s`. The same key
   with the same body answers the same job (`Idempotent-Replayed: true`); with another body, 422;
@@ -23,20 +27,45 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from schemas.keys import active_jobs_key
 from service.config import Settings
 from service.problems import ProblemError
 
 PREFIX = "lantern"
-ENDED = {b"finished", b"failed", b"stopped", b"canceled"}
 MAX_IDEMPOTENCY_KEY = 255
+SLOT_GRACE_S = 60  # a slot whose job hash never appeared (the submit died) is free after this
+
+# KEYS[1]: the tenant's slot set. ARGV: job id, now, limit, key TTL, grace, RQ job key prefix.
+# Reads the RQ job hashes of the set's members (keys not in KEYS: fine on one Redis, not a cluster).
+# Returns {1, n} when the slot was taken (n: active jobs now), {0, n} when the limit is reached.
+_ACQUIRE = """
+local key, job_id = KEYS[1], ARGV[1]
+local now, limit, ttl, grace = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ended = {finished = true, failed = true, stopped = true, canceled = true}
+local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+local live = 0
+for i = 1, #entries, 2 do
+  local id, since = entries[i], tonumber(entries[i + 1])
+  local status = redis.call('HGET', ARGV[6] .. id, 'status')
+  if id == job_id then
+    -- already holds a slot: counted below
+  elseif status then
+    if ended[status] then redis.call('ZREM', key, id) else live = live + 1 end
+  elseif now - since > grace then
+    redis.call('ZREM', key, id)
+  else
+    live = live + 1
+  end
+end
+if live >= limit then return {0, live} end
+redis.call('ZADD', key, now, job_id)
+redis.call('EXPIRE', key, ttl)
+return {1, live + 1}
+"""
 
 
 def _rate_key(tenant: str, window: int, slot: int) -> str:
     return f"{PREFIX}:rate:{tenant}:{window}:{slot}"
-
-
-def _active_key(tenant: str) -> str:
-    return f"{PREFIX}:active:{tenant}"
 
 
 def _idem_key(tenant: str, key: str) -> str:
@@ -60,6 +89,7 @@ class Guards:
     def __init__(self, connection: Redis, settings: Settings):
         self.redis = connection
         self.settings = settings
+        self._acquire = connection.register_script(_ACQUIRE)
 
     # -- rate ---------------------------------------------------------------------------------
     def rate(self, tenant: str, now: float | None = None) -> None:
@@ -79,35 +109,20 @@ class Guards:
                                    headers={"Retry-After": str(retry)})
 
     # -- concurrency ----------------------------------------------------------------------------
-    def active(self, tenant: str) -> int:
-        key = _active_key(tenant)
-        ids = [i.decode() for i in self.redis.zrange(key, 0, -1)]
-        if not ids:
-            return 0
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(f"rq:job:{job_id}", "status")
-            statuses = pipe.execute()
-        done = [i for i, s in zip(ids, statuses) if s is None or s in ENDED]
-        if done:
-            self.redis.zrem(key, *done)
-        return len(ids) - len(done)
-
-    def check_concurrency(self, tenant: str) -> None:
-        if self.redis.zcard(_active_key(tenant)) < self.settings.max_active_jobs:
-            return  # under the limit even counting ended jobs: no need to look at each
-        n = self.active(tenant)
-        if n >= self.settings.max_active_jobs:
+    def acquire_slot(self, tenant: str, job_id: str, now: float | None = None) -> None:
+        """Take one of the tenant's `max_active_jobs` slots for `job_id`, or raise 429."""
+        now = time.time() if now is None else now
+        taken, n = self._acquire(keys=[active_jobs_key(tenant)],
+                                 args=[job_id, now, self.settings.max_active_jobs,
+                                       self.settings.queued_ttl_s + 3600, SLOT_GRACE_S, "rq:job:"])
+        if not taken:
             raise ProblemError(429, "too-many-active-jobs", "Too many jobs in progress",
                                f"{n} jobs are queued or running for this tenant, at max_active_jobs="
                                f"{self.settings.max_active_jobs}", headers={"Retry-After": "5"})
 
-    def track(self, tenant: str, job_id: str) -> None:
-        key = _active_key(tenant)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {job_id: time.time()})
-            pipe.expire(key, self.settings.queued_ttl_s + 3600)
-            pipe.execute()
+    def release_slot(self, tenant: str, job_id: str) -> None:
+        """The job ended (or was never enqueued): its slot is free."""
+        self.redis.zrem(active_jobs_key(tenant), job_id)
 
     # -- idempotency ----------------------------------------------------------------------------
     def claim(self, tenant: str, key: str | None, body: dict) -> Claim:

@@ -37,6 +37,7 @@ from rq.utils import parse_composite_key, utcformat
 from schemas.common import Problem
 from schemas.keys import queue_name, worker_key
 from workers.errors import PROBLEM_BASE
+from workers.slots import release_slot
 from workers.webhooks import notify
 
 log = logging.getLogger("lantern.reaper")
@@ -141,6 +142,7 @@ def _handle(connection: Redis, queue: Queue, registry, composite: str, job: Job,
         pipe.execute()
     log.warning("job %s: worker %s lost %d time(s); failed", job.id, worker, lost)
     notify(connection, job, "failed", error=job.meta["error"])
+    release_slot(job)
     return "failed"
 
 

@@ -26,6 +26,7 @@ from workers.hooks import hook_ids, remove_hooks_since
 from workers.models.loading import LM
 from workers.progress import JobProgress
 from workers.registry import REGISTRY
+from workers.slots import release_slot
 
 log = logging.getLogger("lantern.worker")
 
@@ -73,6 +74,7 @@ def run_job(payload: dict) -> dict:
             _update_runtime(job.connection, model_id, kind, elapsed)
         if job is not None:  # a Redis RPUSH only: delivery runs on the webhook worker
             webhooks.notify(job.connection, job, outcome, result=out, error=job.meta.get("error"))
+            release_slot(job)
 
 
 def _run(job, payload: dict) -> dict:

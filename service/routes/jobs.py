@@ -109,15 +109,17 @@ def submit(body: Annotated[JobRequest, Body()], response: Response, queue: Queue
 
 
 def _enqueue(body, owner: str, job_id: str, queue, settings, guards) -> JobView:
-    guards.check_concurrency(owner)
-    depth = queue.depth(body.model)
-    if depth >= settings.max_queue_depth:
-        raise ProblemError(503, "queue-full", "The queue is full",
-                           f"{depth} jobs wait for {body.model}, at max_queue_depth={settings.max_queue_depth}",
-                           headers={"Retry-After": "10"})
-    view = queue.submit(body, owner, job_id)
-    guards.track(owner, view.id)
-    return view
+    guards.acquire_slot(owner, job_id)  # atomic check-and-record of max_active_jobs
+    try:
+        depth = queue.depth(body.model)
+        if depth >= settings.max_queue_depth:
+            raise ProblemError(503, "queue-full", "The queue is full",
+                               f"{depth} jobs wait for {body.model}, at max_queue_depth={settings.max_queue_depth}",
+                               headers={"Retry-After": "10"})
+        return queue.submit(body, owner, job_id)
+    except BaseException:
+        guards.release_slot(owner, job_id)
+        raise
 
 
 @router.get("", response_model=JobPage)
@@ -138,7 +140,7 @@ def get_job(job_id: str, response: Response, queue: QueueDep, owner: Owner) -> J
 
 
 @router.delete("/{job_id}", status_code=202, response_model=JobView, responses=ERRORS)
-def cancel_job(job_id: str, queue: QueueDep, owner: Owner) -> JobView:
+def cancel_job(job_id: str, queue: QueueDep, owner: Owner, guards: GuardsDep) -> JobView:
     """Cancel a queued job at once, or ask a running one to stop at its next batch."""
     job = queue.fetch(job_id, owner)
     if job is None:
@@ -146,4 +148,7 @@ def cancel_job(job_id: str, queue: QueueDep, owner: Owner) -> JobView:
     view = queue.view_of(job, with_result=False)
     if view.status not in (JobStatus.queued, JobStatus.started):
         raise ProblemError(409, "not-cancelable", "The job has already ended", f"the job is {view.status.value}")
-    return queue.cancel(job)
+    view = queue.cancel(job)
+    if view.status is JobStatus.canceled:  # ended here (a running job gives its slot back on the worker)
+        guards.release_slot(owner, job_id)
+    return view
