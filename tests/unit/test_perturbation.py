@@ -221,11 +221,28 @@ def test_lime_equals_sklearn_ridge_with_lime_kernel():
         col = Ridge(alpha=1.0).fit(z, y[:, j], sample_weight=weights)
         np.testing.assert_allclose(r2[j], col.score(z, y[:, j], sample_weight=weights), rtol=1e-6)
     # lime's kernel: d = 100 × cosine distance; one unit removed of 9 -> d = 100(1 − sqrt(8/9))
-    one = torch.ones(1, 9, dtype=torch.bool)
-    one[0, 0] = False
+    one = torch.ones(2, 9, dtype=torch.bool)  # the clean row (weight 1) and one unit removed
+    one[1, 0] = False
     d = 100 * (1 - np.sqrt(8 / 9))
-    np.testing.assert_allclose(lime_weights(one, 25.0), np.sqrt(np.exp(-(d**2) / 25.0**2)))
+    np.testing.assert_allclose(lime_weights(one, 25.0), [1.0, np.sqrt(np.exp(-(d**2) / 25.0**2))])
     np.testing.assert_allclose(weighted_ridge(z, y, weights)[0], coef.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("width", [1e-200, 1e-5, 1e6])
+def test_lime_weights_are_finite_at_any_kernel_width(width):
+    """Issue 10 item 5: kernel_width**2 underflowed to 0, the weights became 0/0 and LIME's scores NaN."""
+    keep = lime_masks(12, 50, 0)
+    weights = lime_weights(keep, width)
+    assert np.isfinite(weights).all() and weights.max() == 1.0 and weights[0] == 1.0
+    assert np.isfinite(lime_weights(keep[1:], width)).all()  # no clean row: the nearest rows weigh 1
+
+
+def test_lime_with_a_tiny_kernel_width_scores_finite_numbers(tiny_llama):
+    res = run(tiny_llama, job("lime", n_samples=30, kernel_width=1e-200), no_progress)
+    values = [v for row in res.scores for v in row] + res.surrogate.intercept + res.surrogate.r2
+    assert all(isinstance(v, float) and np.isfinite(v) for v in values)
+    # only the clean input has weight: the surrogate explains nothing
+    assert all(v == 0.0 for row in res.scores for v in row)
 
 
 def test_lime_masks_are_deterministic_per_seed():

@@ -37,12 +37,22 @@ def lime_masks(n_free: int, n_samples: int, seed: int) -> torch.Tensor:
 
 
 def lime_weights(keep: torch.Tensor, kernel_width: float) -> np.ndarray:
-    """π = sqrt(exp(−d²/w²)), d = 100 × cosine distance to the all-ones row (0 vector: d = 100)."""
-    z = keep.numpy().astype(np.float64)  # (M, U)
-    norm = np.sqrt(z.sum(1)) * np.sqrt(z.shape[1])
-    cos = np.divide(z.sum(1), norm, out=np.zeros(len(z)), where=norm > 0)
+    """π = sqrt(exp(−d²/w²)), d = 100 × cosine distance to the all-ones row (0 vector: d = 100),
+    scaled so that the nearest row weighs 1.
+
+    Computed as log π = −½ (d/w)², and normalised by the largest log-weight: `kernel_width**2`
+    underflows to 0 for a tiny width (d²/w² = 0/0 at the clean row, every weight 0/0 in the fit),
+    while d/w is only ever 0 or large (log π → −∞, π = 0). LIME's rows include the clean input
+    (d = 0, π = 1), so the scaling changes nothing there and this is lime's kernel exactly; a tiny
+    width leaves the clean row alone, and the surrogate then fits nothing (scores 0, R² 0)."""
+    kept = keep.numpy().sum(1).astype(np.float64)  # (M,)
+    cos = np.sqrt(kept / keep.shape[1])  # z·1 / (|z| |1|) for binary z: exactly 1 for the clean row
     d = (1.0 - cos) * 100.0
-    return np.sqrt(np.exp(-(d**2) / kernel_width**2))
+    with np.errstate(over="ignore"):
+        log_w = -0.5 * (d / kernel_width) ** 2  # (M,), ≤ 0, finite or −inf
+    if not np.isfinite(log_w.max()):  # every row infinitely far: the limit w → 0 keeps the nearest
+        return (d == d.min()).astype(np.float64)
+    return np.exp(log_w - log_w.max())
 
 
 def weighted_ridge(z: np.ndarray, y: np.ndarray, w: np.ndarray, alpha: float = RIDGE_ALPHA):
