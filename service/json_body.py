@@ -18,5 +18,6 @@ class JsonBodies:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": [*headers, (b"content-type", JSON)]}
+            # in place: the router's match (`scope["route"]`) must stay visible to outer middleware
+            scope["headers"] = [*headers, (b"content-type", JSON)]
         await self.app(scope, receive, send)

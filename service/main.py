@@ -19,7 +19,7 @@ from service.config import Settings
 from service.guards import Guards
 from service.json_body import JsonBodies
 from service.limits import BodySizeLimit
-from service.metrics import ApiMetrics, HttpMetricsMiddleware
+from service.metrics import ApiMetrics, HttpMetricsMiddleware, RouteRecorder
 from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
 from service.routes import artifacts, health, jobs, models
@@ -93,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (jobs.router, models.router, artifacts.router, health.router):
         app.include_router(router)
+    app.add_middleware(RouteRecorder)  # innermost: the router's match, for HttpMetricsMiddleware
     app.add_middleware(JsonBodies)
     app.add_middleware(ApiKeyAuth, tenants=app.state.tenants)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)

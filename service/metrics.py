@@ -52,8 +52,17 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
 
+ROUTE_HOLDER = "lantern.route"
+
+
 class HttpMetricsMiddleware:
-    """Counts and times requests by route template (never by raw path: ids would explode labels)."""
+    """Counts and times requests by route template (never by raw path: ids would explode labels).
+
+    The router records its match in `scope["route"]` on the scope it is handed; a middleware in
+    between that passes down a new dict (as `JsonBodies` did for every POST, so `POST /v1/jobs` was
+    `unmatched`) hides it from here. So this outermost middleware puts a holder in the scope (copies
+    share it) and `RouteRecorder`, just above the router, fills it. Requests answered before
+    routing (401, 413) or matching no route are `unmatched`."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics):
         self.app = app
@@ -70,11 +79,27 @@ class HttpMetricsMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
+        holder: dict = {}
+        scope[ROUTE_HOLDER] = holder
         t0 = time.perf_counter()
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
+            template = getattr(holder.get("route") or scope.get("route"), "path", None) or "unmatched"
             self.metrics.latency.labels(scope["method"], template).observe(time.perf_counter() - t0)
             self.metrics.requests.labels(scope["method"], template, str(status["code"])).inc()
+
+
+class RouteRecorder:
+    """The innermost middleware: hands the router's match to `HttpMetricsMiddleware`'s holder."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            holder = scope.get(ROUTE_HOLDER)
+            if holder is not None and scope.get("route") is not None:
+                holder["route"] = scope["route"]
