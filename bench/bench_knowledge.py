@@ -34,6 +34,108 @@ FACTS = [
 ]
 
 
+# Specificity of the default (issue 10 item 2): the built-in control facts (workers/control_facts.py) were
+# chosen on TUNE (= FACTS) and TUNE_UNRELATED only; the figures are on HELD facts and HELD_UNRELATED facts, none
+# of which any choice looked at. Unrelated facts are of other relations than every fact they are measured
+# against and than the built-in controls; each prompt's model answer is its top-1 next token.
+TUNE = FACTS
+TUNE_UNRELATED = ["One, two, three, four,", "Spiders have eight", "Apples are a type of",
+                  "The Statue of Liberty is in New York", "Dogs are man's best"]
+HELD = [
+    (" Everest", ["The tallest mountain in the world is Mount", "The highest mountain on Earth is Mount",
+                  "The world's tallest mountain is Mount"]),
+    (" Shakespeare", ["Romeo and Juliet was written by William", "The play Romeo and Juliet was written by William",
+                      "The author of Hamlet is William"]),
+    (" Celsius", ["The freezing point of water is zero degrees", "Water freezes at zero degrees",
+                  "Water freezes at 0 degrees"]),
+    (" Pacific", ["The largest ocean on Earth is the", "The largest ocean in the world is the",
+                  "Earth's largest ocean is the"]),
+    (" Berlin", ["The capital of Germany is", "The capital city of Germany is", "Germany's capital city is"]),
+]
+HELD_UNRELATED = ["The Mona Lisa was painted by Leonardo da", "The chemical symbol for iron is",
+                  "The inventor of the telephone was Alexander Graham", "The Amazon rainforest is in South",
+                  "An octopus has eight", "The Beatles were a band from"]
+
+
+def unrelated_changes(lm, neurons, prompts: list[str]) -> list[float]:
+    """Relative change of each prompt's own top-1 next token's probability with the neurons suppressed."""
+    from workers.ffn import scale_deltas
+    from workers.methods.knowledge_neurons import answer_prob, next_token
+
+    deltas = scale_deltas(lm, [(n.layer, n.index) for n in neurons], 0.0) if neurons else []
+    out = []
+    for text in prompts:
+        ids = lm.encode(text).ids
+        top = [next_token(lm, ids)]
+        out.append(answer_prob(lm, ids, top, deltas) / answer_prob(lm, ids, top) - 1.0)
+    return out
+
+
+def specificity_rows(lm, facts, unrelated, settings=(("builtin controls (default)", {}),
+                                                     ("no controls", {"builtin_controls": False}))):
+    """Per fact and setting: (answer, label, neuron count, located suppressed (mean over the paraphrases),
+    mean |change| of the unrelated facts, their largest |change|, random suppressed). Default parameters,
+    no control_prompts."""
+    from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams
+    from workers.methods import knowledge_neurons
+    from workers.progress import no_progress
+
+    class Request:
+        def __init__(self, input, params):
+            self.input, self.params = input, params
+
+    rows = []
+    for answer, prompts in facts:
+        for label, setting in settings:
+            res = knowledge_neurons.run(lm, Request(KnowledgeNeuronsInput(prompts=prompts, answer=answer),
+                                                    KnowledgeNeuronsParams(**setting)), no_progress)
+            ch = [abs(c) for c in unrelated_changes(lm, res.neurons, unrelated)]
+            rows.append((answer, label, len(res.neurons), res.summary["suppressed"], statistics.mean(ch), max(ch),
+                         res.summary.get("random_suppressed", 0.0)))
+    return rows
+
+
+def specificity_table(rows) -> str:
+    lines = ["| fact | controls | neurons | fact suppressed | unrelated: mean \|change\| | unrelated: largest "
+             "\|change\| | random suppressed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for answer, label, n, drop, mean_ch, max_ch, rnd in rows:
+        lines.append(f"| →{answer} | {label} | {n} | {drop:+.0%} | {mean_ch:.1%} | {max_ch:.0%} | {rnd:+.0%} |")
+    for label in dict.fromkeys(r[1] for r in rows):
+        sel = [r for r in rows if r[1] == label]
+        lines.append(f"| **mean of {len(sel)} facts** | {label} | {statistics.mean(r[2] for r in sel):.1f} | "
+                     f"**{statistics.mean(r[3] for r in sel):+.0%}** | **{statistics.mean(r[4] for r in sel):.1%}** | "
+                     f"{max(r[5] for r in sel):.0%} | {statistics.mean(r[6] for r in sel):+.0%} |")
+    return "\n".join(lines)
+
+
+def specificity(lm) -> str:
+    """The held-out figures (and, below them, the tuning set's), default parameters, with and without the
+    built-in controls; IG is shared between the two settings (`memoized_ig`)."""
+    from workers.control_facts import CONTROL_PROMPTS
+
+    ig_times: list[float] = []
+    t = time.perf_counter()
+    with memoized_ig(ig_times):
+        held = specificity_rows(lm, HELD, HELD_UNRELATED)
+        tune = specificity_rows(lm, TUNE, TUNE_UNRELATED)
+    return ("Default parameters (3 paraphrases, all 30 layers, 20 steps, threshold 0.2, adaptive sharing, "
+            "contrast_threshold 0.1, contrast_ratio 0.1), no `control_prompts`: with the built-in control facts "
+            f"({len(CONTROL_PROMPTS)}: " + ", ".join(f'"{p}"' for p in CONTROL_PROMPTS) + ") and without them "
+            "(`builtin_controls: false`, the old default). \"fact suppressed\": mean relative change of the "
+            "answer's probability over the paraphrases with the located neurons set to 0; \"unrelated\": the "
+            "relative change of each unrelated fact's own top-1 token, |·| averaged (and the largest) over "
+            "the unrelated facts; \"random\": as many random neurons of the same layers.\n\n"
+            "**Held out** (no choice looked at these): facts " + ", ".join(f"→{a}" for a, _ in HELD)
+            + "; unrelated facts " + ", ".join(f'"{p}"' for p in HELD_UNRELATED) + ".\n\n" + specificity_table(held)
+            + "\n\nTuning set (the built-in controls and the filter's settings were chosen on these): facts "
+            + ", ".join(f"→{a}" for a, _ in TUNE) + "; unrelated facts " + ", ".join(f'"{p}"' for p in TUNE_UNRELATED)
+            + ".\n\n" + specificity_table(tune)
+            + f"\n\nOne IG pass (one prompt, 30 layers, 20 steps): {statistics.mean(ig_times):.1f} s here, one "
+            f"thread on a 2-core machine shared with other work (4.2 s on a quiet one); the built-in controls "
+            f"cost {len(CONTROL_PROMPTS)} passes once per worker and IG settings, later jobs reuse them. "
+            f"This section took {time.perf_counter() - t:.0f} s.")
+
+
 def load():
     from schemas.models import load_registry
     from workers.models.loading import load_model

@@ -46,10 +46,11 @@ class LocateParams(Strict):
     max_neurons: Annotated[int, Field(ge=1, le=256)] = 32
     layers: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=256)] | None = None
     filter_controls: bool = Field(
-        True, description="With control_prompts: drop candidate neurons that also matter for a control prompt's own "
-                          "top-1 next token (IG score over contrast_threshold × that prompt's max), before the "
-                          "sharing ratio picks the count; one more IG pass per control prompt. Such neurons serve "
-                          "other facts too (relation or output neurons). false: the paper's unfiltered set.")
+        True, description="With control prompts (the caller's, or knowledge_neurons' built-in ones): drop "
+                          "candidate neurons that also matter for a control prompt's own top-1 next token (IG "
+                          "score over contrast_threshold × that prompt's max), before the sharing ratio picks the "
+                          "count; one more IG pass per control prompt. Such neurons serve other facts too (relation "
+                          "or output neurons). false: the paper's unfiltered set.")
     contrast_threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
         0.1, description="filter_controls: a neuron matters for a control prompt when its score is over this × that "
                          "prompt's max score (half the fact's `threshold` by default: docs/knowledge.md).")
@@ -70,6 +71,11 @@ class LocateParams(Strict):
 
 
 class KnowledgeNeuronsParams(LocateParams):
+    builtin_controls: bool = Field(
+        True, description="With no input.control_prompts: filter against (and report the effect on) the built-in "
+                          "control facts (workers/control_facts.py: 8 short facts from unrelated domains), so that "
+                          "the default neurons are specific to the fact (docs/knowledge.md); their IG scores are "
+                          "computed once per worker and IG settings, then cached. false: no controls unless given.")
     enhance_factor: Annotated[float, Field(gt=1.0, le=100.0)] = 2.0
     random_baseline: bool = Field(
         True, description="Also suppress as many random neurons in the same layers (seeded) for comparison.")
@@ -109,6 +115,9 @@ class KnowledgeNeuronsResult(Result):
                           "dropped as mattering for control prompts (best `max_neurons` by score); null: not filtered")
     filtered_count: int | None = Field(None, description="How many neurons the filter dropped at that ratio")
     random_neurons: list[Neuron] | None = None
+    control_set: Literal["input", "builtin"] | None = Field(
+        None, description="Which control prompts filtered and are in `controls`: the caller's (`input`), the "
+                          "built-in control facts (`builtin`), or none")
     prompts: list[PromptEffect]
     controls: list[PromptEffect]
     summary: dict[str, float] = Field(
