@@ -8,6 +8,9 @@ presented key is hashed and looked up, so there is no per-character comparison t
 With no keys configured the API runs open (every caller is the tenant `anonymous`): it logs a
 warning at start-up, `/readyz` says `"auth": "open"`, and `lantern api` binds to loopback by
 default. `/healthz`, `/readyz` and `/metrics` never need a key.
+
+Wrong keys are rate limited per client address (`LANTERN_AUTH_FAILURES_PER_MIN`, see
+service/guards.py): beyond the allowance the address gets 429 with `Retry-After`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import hashlib
 import logging
 import re
 from pathlib import Path
+from typing import Protocol
 
+from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from schemas.common import Problem
@@ -83,12 +89,41 @@ def _unauthorized(detail: str) -> object:
         {"WWW-Authenticate": 'Bearer realm="lantern"'})
 
 
-class ApiKeyAuth:
-    """Sets `scope["state"]["tenant"]` from the bearer key, or answers 401 problem+json."""
+def _too_many_failures(retry_after: int) -> object:
+    return problem_response(
+        Problem(type=PROBLEM_BASE + "too-many-failed-authentications", title="Too many failed authentications",
+                status=429, detail="too many wrong API keys from this address (auth_failures_per_min); "
+                                   "retry after the window ends"),
+        {"Retry-After": str(retry_after)})
 
-    def __init__(self, app: ASGIApp, tenants: Tenants):
+
+class FailureLimiter(Protocol):
+    def authentication(self, address: str, failed: bool) -> int: ...
+
+
+class ApiKeyAuth:
+    """Sets `scope["state"]["tenant"]` from the bearer key, or answers 401 problem+json.
+
+    With `failures` (service/guards.py), wrong keys are counted per client address and an address
+    over its allowance gets 429 for any key until its window ends, so keys cannot be guessed at
+    line rate. The Redis round trip runs in the thread pool (never blocking the event loop); with
+    Redis away the limit is skipped (fail open: the key check itself needs no Redis)."""
+
+    def __init__(self, app: ASGIApp, tenants: Tenants, failures: FailureLimiter | None = None):
         self.app = app
         self.tenants = tenants
+        self.failures = failures
+
+    async def _wait_s(self, scope: Scope, failed: bool) -> int:
+        if self.failures is None:
+            return 0
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        try:
+            return await run_in_threadpool(self.failures.authentication, address, failed)
+        except RedisError:
+            log.warning("failed-authentication limit skipped: Redis unavailable")
+            return 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.tenants.open or scope["path"] in PUBLIC_PATHS:
@@ -104,6 +139,9 @@ class ApiKeyAuth:
             await _unauthorized("send Authorization: Bearer <api key>")(scope, receive, send)
             return
         tenant = self.tenants.tenant_for(key.strip())
+        if wait := await self._wait_s(scope, failed=tenant is None):
+            await _too_many_failures(wait)(scope, receive, send)
+            return
         if tenant is None:
             await _unauthorized("the API key is not valid")(scope, receive, send)
             return

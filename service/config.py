@@ -26,5 +26,7 @@ class Settings(BaseSettings):
     rate_limit_per_s: int = Field(50, ge=1, description="requests per second per tenant (fixed 1 s window)")
     rate_limit_burst_per_min: int = Field(1500, ge=1, description="requests per minute per tenant")
     max_active_jobs: int = Field(100, ge=1, description="queued + running jobs per tenant; beyond it submit is 429")
+    auth_failures_per_min: int = Field(20, ge=1, description="wrong API keys per client address per minute; "
+                                       "beyond it the address is 429 until the minute ends")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, description="how long an Idempotency-Key is remembered")
     webhook_allowed_networks: str = Field("", description="CIDRs webhooks may reach besides public addresses")

@@ -10,6 +10,10 @@ API replicas share them; every key expires, so memory stays bounded).
   worker's `run_job`, a cancel, the reaper); and the same script first prunes entries whose RQ job
   has ended or is gone (expired), so a missed release leaks nothing. An entry whose job hash does
   not exist yet is a submit in progress and counts until `SLOT_GRACE_S` has passed.
+- Failed authentications: per client address, at most `auth_failures_per_min` wrong API keys in a
+  window of `AUTH_WINDOW_S` (from the first failure); beyond, every request from that address that
+  presents a key is 429 with `Retry-After` until the window ends, a right key included (else the
+  answer would still tell a right guess from a wrong one).
 - Idempotency (draft-ietf-httpapi-idempotency-key-header): the first successful submit binds
   (tenant, key) to the body's fingerprint and the job id for `idempotency_ttl_s`. The same key
   with the same body answers the same job (`Idempotent-Replayed: true`); with another body, 422;
@@ -33,6 +37,7 @@ from service.problems import ProblemError
 
 PREFIX = "lantern"
 MAX_IDEMPOTENCY_KEY = 255
+AUTH_WINDOW_S = 60
 SLOT_GRACE_S = 60  # a slot whose job hash never appeared (the submit died) is free after this
 
 # KEYS[1]: the tenant's slot set. ARGV: job id, now, limit, key TTL, grace, RQ job key prefix.
@@ -63,9 +68,26 @@ redis.call('EXPIRE', key, ttl)
 return {1, live + 1}
 """
 
+# KEYS[1]: an address's failure counter. ARGV: 1 = this attempt failed (count it), window seconds.
+# Returns {failures in the window, seconds left in it}.
+_AUTH_FAILURES = """
+local n
+if ARGV[1] == '1' then
+  n = redis.call('INCR', KEYS[1])
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+else
+  n = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
+return {n, redis.call('TTL', KEYS[1])}
+"""
+
 
 def _rate_key(tenant: str, window: int, slot: int) -> str:
     return f"{PREFIX}:rate:{tenant}:{window}:{slot}"
+
+
+def _auth_failures_key(address: str) -> str:
+    return f"{PREFIX}:authfail:{address}"
 
 
 def _idem_key(tenant: str, key: str) -> str:
@@ -90,6 +112,7 @@ class Guards:
         self.redis = connection
         self.settings = settings
         self._acquire = connection.register_script(_ACQUIRE)
+        self._auth_failures = connection.register_script(_AUTH_FAILURES)
 
     # -- rate ---------------------------------------------------------------------------------
     def rate(self, tenant: str, now: float | None = None) -> None:
@@ -107,6 +130,15 @@ class Guards:
                 raise ProblemError(429, "rate-limited", "Too many requests",
                                    f"over {limit} requests per {window} s for this tenant",
                                    headers={"Retry-After": str(retry)})
+
+    # -- failed authentications ---------------------------------------------------------------
+    def authentication(self, address: str, failed: bool) -> int:
+        """Count a failed authentication from `address` (`failed`) or look up its count; returns
+        0 to go on, else the seconds the address must wait (a 429's `Retry-After`)."""
+        n, ttl = self._auth_failures(keys=[_auth_failures_key(address)], args=[int(failed), AUTH_WINDOW_S])
+        allowed = self.settings.auth_failures_per_min
+        blocked = n > allowed if failed else n >= allowed
+        return max(1, int(ttl)) if blocked else 0
 
     # -- concurrency ----------------------------------------------------------------------------
     def acquire_slot(self, tenant: str, job_id: str, now: float | None = None) -> None:

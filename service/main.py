@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     app.add_middleware(RouteRecorder)  # innermost: the router's match, for HttpMetricsMiddleware
     app.add_middleware(JsonBodies)
-    app.add_middleware(ApiKeyAuth, tenants=app.state.tenants)
+    app.add_middleware(ApiKeyAuth, tenants=app.state.tenants, failures=app.state.guards)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -62,6 +62,7 @@ class Stack:
                     "LANTERN_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "LANTERN_WEBHOOK_RETRY_BASE_S": "0.05",
                     "LANTERN_WEBHOOK_TIMEOUT_S": "2", "LANTERN_RATE_LIMIT_PER_S": "100000",
                     "LANTERN_RATE_LIMIT_BURST_PER_MIN": "1000000", "LANTERN_MAX_ACTIVE_JOBS": "1000",
+                    "LANTERN_AUTH_FAILURES_PER_MIN": "1000000",  # the matrix sends wrong keys on purpose
                     "LANTERN_WORKER_HEARTBEAT_TTL_S": "4", "LANTERN_REAPER_INTERVAL_S": "1",
                     "LANTERN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **(extra_env or {})}
         self.api: subprocess.Popen | None = None
