@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from schemas.jobs import KINDS
 from workers.methods import (
+    activation_patching,
     attention,
     attention_patterns,
     attribution,
@@ -44,6 +45,7 @@ METHODS: dict[str, ModuleType] = {
     "steering_fit": steering_fit,
     "knowledge_neurons": knowledge_neurons,
     "knowledge_edit": knowledge_edit,
+    "activation_patching": activation_patching,
 }
 
 REGISTRY: dict[str, MethodSpec] = {

@@ -1,0 +1,201 @@
+"""`activation_patching`: the effect of each component on a clean/corrupted pair (Meng et al. 2022;
+Wang et al. 2022 §3; Heimersheim & Nanda 2024), exact (`workers.patching.exact`) or by attribution
+patching (`workers.patching.attribution`). Reference implementations: TransformerLens's
+`patching.get_act_patch_*` (one forward per patch; ours batches and skips unchanged work, equal to
+1e-4) and Nanda's attribution-patching notebook.
+
+Denoising runs the corrupted prompt with one clean activation patched in; noising the reverse.
+Either way the reported effect is (metric − corrupted) / (clean − corrupted), with metrics averaged
+over pairs first, so 1 means the clean behaviour and 0 the corrupted one. Head components are
+patched at every position unless `per_position`; keys and values are per KV head under GQA.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from schemas.common import FieldError, TextInput
+from schemas.kinds.activation_patching import (HEAD_COMPONENTS, ActivationPatchingParams, ActivationPatchingResult,
+                                               PatchCheck, PatchPair)
+from schemas.limits import Limits
+from workers.errors import BadInput
+from workers.inputs import encode_continuation, encode_prompt, resolve_indices
+from workers.models.loading import LM
+from workers.patching import attribution
+from workers.patching.exact import BaseRun, Counts, Metric, Patch, base_run, patched_metrics, read_site
+from workers.patching.sites import Site, site_of
+from workers.progress import Progress
+
+MIN_SPREAD = 1e-6  # |clean − corrupted| below this leaves nothing to normalise by
+
+
+def _one_token(lm: LM, text: str, loc: list[str | int]) -> int:
+    ids = encode_continuation(lm, text)
+    if len(ids) != 1:
+        msg = f"{text!r} is {len(ids)} tokens ({lm.token_strings(ids)}); patching compares single next tokens"
+        raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="not_one_token")])
+    return ids[0]
+
+
+def _metric(lm: LM, pair: PatchPair, kind: str, loc: list[str | int]) -> Metric:
+    answer = _one_token(lm, pair.answer, [*loc, "answer"])
+    if kind == "logprob":
+        return lambda logits: torch.log_softmax(logits, -1)[:, answer]
+    if pair.wrong_answer is None:
+        msg = "metric 'logit_diff' needs `wrong_answer` (or use metric 'logprob')"
+        raise BadInput(msg, [FieldError(loc=[*loc, "wrong_answer"], msg=msg, type="missing")])
+    wrong = _one_token(lm, pair.wrong_answer, [*loc, "wrong_answer"])
+    return lambda logits: logits[:, answer] - logits[:, wrong]
+
+
+def _encode_pairs(lm: LM, pairs: list[PatchPair], limits: Limits, single: bool) -> list[tuple[list[int], list[int]]]:
+    out = []
+    for k, pair in enumerate(pairs):
+        loc: list[str | int] = ["input"] if single else ["input", "pairs", k]
+        clean = encode_prompt(lm, TextInput(prompt=pair.clean_prompt), limits, (*loc, "clean_prompt")).ids
+        corrupt = encode_prompt(lm, TextInput(prompt=pair.corrupted_prompt), limits, (*loc, "corrupted_prompt")).ids
+        if len(clean) != len(corrupt):
+            msg = (f"clean and corrupted prompts must be the same number of tokens: {len(clean)} vs {len(corrupt)}; "
+                   f"clean {lm.token_strings(clean)}, corrupted {lm.token_strings(corrupt)}")
+            raise BadInput(msg, [FieldError(loc=[*loc, "corrupted_prompt"], msg=msg, type="length_mismatch", ctx={
+                "clean_tokens": lm.token_strings(clean), "corrupted_tokens": lm.token_strings(corrupt)})])
+        out.append((clean, corrupt))
+    lengths = {len(c) for c, _ in out}
+    if len(lengths) > 1:
+        msg = f"every pair must have the same number of tokens (effects are per position); got {sorted(lengths)}"
+        raise BadInput(msg, [FieldError(loc=["input", "pairs"], msg=msg, type="length_mismatch")])
+    return out
+
+
+def _patches(params: ActivationPatchingParams, layers: list[int], units: list[int] | None,
+             positions: list[int] | None) -> list[Patch]:
+    """Every patch in the row-major order of the result's grid."""
+    out = []
+    for layer in layers:
+        for unit in units or [None]:
+            for pos in positions or [None]:
+                out.append(Patch(layer, pos, unit))
+    return out
+
+
+def _grid(values: list[float], shape: list[int]) -> list:
+    t = torch.tensor(values, dtype=torch.float64).reshape(shape)
+    return t.tolist()
+
+
+def _pearson(xs: list[float], ys: list[float]) -> float | None:
+    if len(xs) < 3:
+        return None
+    x, y = torch.tensor(xs, dtype=torch.float64), torch.tensor(ys, dtype=torch.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = float(x.norm() * y.norm())
+    return float((x * y).sum()) / denom if denom > 0 else None
+
+
+def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> ActivationPatchingResult:
+    params: ActivationPatchingParams = request.params
+    limits = limits or Limits()
+    pairs = request.input.all_pairs()
+    single = request.input.pairs is None
+    encoded = _encode_pairs(lm, pairs, limits, single)
+    metrics = [_metric(lm, pair, params.metric, ["input"] if single else ["input", "pairs", k])
+               for k, pair in enumerate(pairs)]
+    site = site_of(lm, params.component)
+    T, L = len(encoded[0][0]), len(lm.layers)
+    layers = resolve_indices(params.layers, L, ["params", "layers"], "layers")
+    units = positions = None
+    if params.component in HEAD_COMPONENTS:
+        units = resolve_indices(params.heads, site.units, ["params", "heads"], "heads")
+    if params.component not in HEAD_COMPONENTS or params.per_position:
+        positions = resolve_indices(params.positions, T, ["params", "positions"], "positions")
+    patches = _patches(params, layers, units, positions)
+
+    counts = Counts()
+    sums = torch.zeros(len(patches), dtype=torch.float64)
+    clean_sum = corrupt_sum = 0.0
+    runs: list[tuple[BaseRun, dict[int, torch.Tensor], Metric]] = []
+    for k, ((clean, corrupt), metric) in enumerate(zip(encoded, metrics)):
+        base_ids, source_ids = (corrupt, clean) if params.direction == "denoise" else (clean, corrupt)
+        source = read_site(lm, site, source_ids, layers, counts)
+        part = _pair_progress(progress, k, len(pairs))
+        if params.method == "exact":
+            base = base_run(lm, base_ids, metric, counts)
+            source_metric = _metric_of(lm, source_ids, metric, counts)
+            values = patched_metrics(lm, site, patches, base, source, metric, counts, part).double()
+            base_metric = base.metric
+        else:
+            estimate, base_metric = attribution.estimates(lm, site, patches, base_ids, source, metric, counts)
+            source_metric = _metric_of(lm, source_ids, metric, counts)
+            values = base_metric + estimate.double()
+            runs.append((BaseRun(base_ids, base_metric, []), source, metric))
+        sums += values
+        clean_m, corrupt_m = (source_metric, base_metric) if params.direction == "denoise" else (base_metric,
+                                                                                                  source_metric)
+        clean_sum, corrupt_sum = clean_sum + clean_m, corrupt_sum + corrupt_m
+    n = len(pairs)
+    clean_mean, corrupt_mean = clean_sum / n, corrupt_sum / n
+    spread = clean_mean - corrupt_mean
+    if not math.isfinite(spread) or abs(spread) < MIN_SPREAD:
+        msg = (f"the clean and corrupted runs give the same {params.metric} ({clean_mean:.6g} vs {corrupt_mean:.6g}): "
+               "there is no effect to normalise; choose prompts whose answers differ")
+        raise BadInput(msg, [FieldError(loc=["input"], msg=msg, type="no_effect")])
+    effects = ((sums / n - corrupt_mean) / spread).tolist()
+
+    checks = correlation = None
+    if params.method == "attribution" and params.verify_top_k:
+        checks, correlation = _verify(lm, site, patches, effects, params, runs, encoded, counts,
+                                      corrupt_mean, spread, _grid_index(params, layers, units, positions))
+
+    shape = [len(layers)] + ([len(units)] if units is not None else []) + ([len(positions)] if positions else [])
+    first_clean, first_corrupt = encoded[0]
+    return ActivationPatchingResult(
+        clean_tokens=lm.token_strings(first_clean), corrupted_tokens=lm.token_strings(first_corrupt), n_pairs=n,
+        metric=params.metric, clean_metric=clean_mean, corrupted_metric=corrupt_mean, axes=params.axes(),
+        layers=layers, heads=units, positions=positions, effects=_grid(effects, shape), checks=checks,
+        correlation=correlation, forwards=counts.forwards, positions_computed=counts.positions,
+        positions_naive=counts.naive,
+    )
+
+
+def _metric_of(lm: LM, ids: list[int], metric: Metric, counts: Counts) -> float:
+    """The metric of an unpatched run (the source side; the base side comes with its run)."""
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1).logits
+    counts.forwards += 1
+    counts.positions += len(ids) * len(lm.layers)
+    counts.naive += len(ids) * len(lm.layers)
+    return float(metric(logits[:, -1].float())[0])
+
+
+def _pair_progress(progress: Progress, k: int, n: int) -> Progress:
+    return lambda fraction: progress((k + fraction) / n)
+
+
+def _grid_index(params, layers, units, positions):
+    def index(p: Patch) -> list[int]:
+        out = [layers.index(p.layer)]
+        if units is not None:
+            out.append(units.index(p.unit))
+        if positions is not None:
+            out.append(positions.index(p.position))
+        return out
+    return index
+
+
+def _verify(lm: LM, site: Site, patches: list[Patch], estimates: list[float], params: ActivationPatchingParams,
+            runs, encoded, counts: Counts, corrupt_mean: float, spread: float, index) -> tuple[list[PatchCheck],
+                                                                                                float | None]:
+    """Re-run the k estimates that move the metric most, exactly; report both and their correlation."""
+    baseline = 1.0 if params.direction == "noise" else 0.0  # the normalised effect of no change
+    k = min(params.verify_top_k, len(patches))
+    top = sorted(range(len(patches)), key=lambda i: -abs(estimates[i] - baseline))[:k]
+    chosen = [patches[i] for i in top]
+    sums = torch.zeros(k, dtype=torch.float64)
+    for base_info, source, metric in runs:
+        base = base_run(lm, base_info.ids, metric, counts)
+        sums += patched_metrics(lm, site, chosen, base, source, metric, counts).double()
+    exact = ((sums / len(runs) - corrupt_mean) / spread).tolist()
+    checks = [PatchCheck(index=index(p), estimate=estimates[i], exact=e) for p, i, e in zip(chosen, top, exact)]
+    return checks, _pearson([c.estimate for c in checks], [c.exact for c in checks])

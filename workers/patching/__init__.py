@@ -1,0 +1,1 @@
+"""Activation patching: where components live (`sites`), exact batched patching (`exact`), attribution patching (`attribution`)."""

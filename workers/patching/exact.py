@@ -1,0 +1,197 @@
+"""Exact activation patching, batched: every patch is a real forward, many patches per forward, and
+work a patch cannot change is not redone.
+
+A base run (the corrupted prompt when denoising) is run once with its KV cache and the residual
+stream entering every layer kept. A patch at layer l and position p changes nothing before layer l
+nor (causal models) before position p, so its row starts from the kept residual at layer l and
+reuses the kept keys and values of positions < p. Patches are sorted by (layer, first position)
+and cut into batches by an exact dynamic programme over a cost model: a batch of R rows starting at
+layer l0 and position p0 costs (L − l0)·(overhead + R·(T − p0)) position-layers, with R·(T − p0)
+within the device's token budget (`workers.batching`).
+
+Starting mid-network hands the residual to the model as `inputs_embeds` over the later blocks only,
+which is exact for families whose embedding output *is* the residual stream (LLaMA-like); others
+start at layer 0 and still reuse the prefix cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from workers.batching import forward_overhead, rows_per_batch
+from workers.decoding import CACHE_ARG
+from workers.hooks import capture_inputs, hooks
+from workers.models.loading import LM
+from workers.patching.sites import Site, site_hooks
+from workers.progress import Progress, no_progress
+
+Metric = Callable[[torch.Tensor], torch.Tensor]  # last-position logits (B, V) fp32 -> (B,)
+SKIPS_LAYERS = frozenset({"llama"})  # model types whose blocks may be entered with the residual as inputs_embeds
+
+
+@dataclass(frozen=True, order=True)
+class Patch:
+    layer: int
+    position: int | None = None  # None: every position
+    unit: int | None = None  # head; None: the whole vector
+
+    @property
+    def start(self) -> int:
+        return 0 if self.position is None else self.position
+
+
+@dataclass
+class Counts:
+    forwards: int = 0
+    positions: int = 0  # token positions × layers computed
+    naive: int = 0  # the same for one full forward per patch
+
+
+@dataclass
+class BaseRun:
+    ids: list[int]
+    metric: float
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (1, kv_heads, T, head_dim) each
+    resid: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (T, d) entering it
+
+
+def n_layers(lm: LM) -> int:
+    return len(lm.layers)
+
+
+@torch.no_grad()
+def base_run(lm: LM, ids: list[int], metric: Metric, counts: Counts) -> BaseRun:
+    """One forward keeping the KV cache and (where blocks can be entered mid-network) the residual."""
+    blocks = {i: b for i, b in enumerate(lm.layers)} if lm.config.model_type in SKIPS_LAYERS else {}
+    with capture_inputs(blocks) as resid:
+        out = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=True, logits_to_keep=1)
+    cache = out[CACHE_ARG]
+    counts.forwards += 1
+    counts.positions += len(ids) * n_layers(lm)
+    counts.naive += len(ids) * n_layers(lm)
+    kv = [(layer.keys, layer.values) for layer in cache.layers]
+    return BaseRun(ids, float(metric(out.logits[:, -1].float())[0]), kv, {i: t[0] for i, t in resid.items()})
+
+
+@torch.no_grad()
+def read_site(lm: LM, site: Site, ids: list[int], layers: list[int], counts: Counts) -> dict[int, torch.Tensor]:
+    """The component at `layers` on one forward of `ids`: layer -> (T, units, width)."""
+    store: dict[int, torch.Tensor] = {}
+
+    def keep(layer: int, a: torch.Tensor) -> None:
+        store[layer] = a[0].detach().clone()
+
+    forward, pre = site_hooks(lm, site, layers, keep)
+    with hooks(forward=forward, pre=pre):
+        lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1)
+    counts.forwards += 1
+    counts.positions += len(ids) * n_layers(lm)
+    counts.naive += len(ids) * n_layers(lm)
+    return store
+
+
+def plan(patches: list[Patch], T: int, L: int, overhead: int, budget: int) -> list[tuple[int, int]]:
+    """Cut `patches` (sorted) into consecutive batches [i, j) of least total cost (module docstring)."""
+    P = len(patches)
+    best = [0.0] * (P + 1)
+    cut = [P] * P
+    for i in range(P - 1, -1, -1):
+        l0, p0 = patches[i].layer, T
+        best[i] = float("inf")
+        for j in range(i + 1, P + 1):
+            p0 = min(p0, patches[j - 1].start)
+            rows = j - i
+            if rows > 1 and rows * (T - p0) > budget:
+                break
+            cost = (L - l0) * (overhead + rows * (T - p0)) + best[j]
+            if cost < best[i]:
+                best[i], cut[i] = cost, j
+    out, i = [], 0
+    while i < P:
+        out.append((i, cut[i]))
+        i = cut[i]
+    return out
+
+
+@contextmanager
+def from_layer(lm: LM, l0: int) -> Iterator[None]:
+    """Run only blocks l0.. (the model is entered with the residual at l0 as `inputs_embeds`)."""
+    owner_path, _, name = lm.arch.layers.rpartition(".")
+    owner = lm.module(owner_path)
+    blocks = getattr(owner, name)
+    setattr(owner, name, nn.ModuleList(list(blocks)[l0:]))
+    try:
+        yield
+    finally:
+        setattr(owner, name, blocks)
+
+
+def _patch_edit(batch: list[Patch], source: dict[int, torch.Tensor], p0: int, device: torch.device):
+    """The edit that writes each row's patch: rows grouped by layer, one indexed copy per layer."""
+    groups: dict[int, tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]] = {}
+    for layer in sorted({p.layer for p in batch}):
+        rows = [r for r, p in enumerate(batch) if p.layer == layer]
+        ps = [batch[r] for r in rows]
+        pos = None if ps[0].position is None else torch.tensor([p.position for p in ps], device=device)
+        units = None if ps[0].unit is None else torch.tensor([p.unit for p in ps], device=device)
+        groups[layer] = (torch.tensor(rows, device=device), pos, units)
+
+    def edit(layer: int, a: torch.Tensor) -> torch.Tensor | None:  # a: (B, T - p0, units, width)
+        if layer not in groups:
+            return None
+        rows, pos, units = groups[layer]
+        src = source[layer].to(a.dtype)  # (T, units, width)
+        a = a.clone()
+        if pos is not None and units is not None:
+            a[rows, pos - p0, units] = src[pos, units]
+        elif pos is not None:
+            a[rows, pos - p0] = src[pos]
+        elif units is not None:
+            a[rows, :, units] = src[p0:, units].transpose(0, 1)  # (R, T - p0, width)
+        else:
+            a[rows] = src[p0:]
+        return a
+    return edit
+
+
+@torch.no_grad()
+def patched_metrics(lm: LM, site: Site, patches: list[Patch], base: BaseRun, source: dict[int, torch.Tensor],
+                    metric: Metric, counts: Counts, progress: Progress = no_progress) -> torch.Tensor:
+    """The metric of the base run with each patch applied alone: (len(patches),) fp32, in order."""
+    T, L = len(base.ids), n_layers(lm)
+    order = sorted(range(len(patches)), key=lambda k: (patches[k].layer, patches[k].start))
+    ordered = [patches[k] for k in order]
+    budget = rows_per_batch(lm, 1, with_grad=False)  # token positions per forward
+    out = torch.empty(len(patches))
+    ids = torch.tensor(base.ids, device=lm.device)
+    skips = lm.config.model_type in SKIPS_LAYERS
+    batches = plan(ordered, T, L if skips else 1, forward_overhead(lm), budget)
+    for b, (i, j) in enumerate(batches):
+        batch = ordered[i:j]
+        R, p0 = j - i, min(p.start for p in batch)
+        l0 = batch[0].layer if skips else 0
+        kwargs: dict = {"logits_to_keep": 1, "use_cache": p0 > 0}
+        if p0 > 0:
+            kwargs[CACHE_ARG] = DynamicCache(ddp_cache_data=[
+                (k[:, :, :p0].expand(R, -1, -1, -1), v[:, :, :p0].expand(R, -1, -1, -1)) for k, v in base.kv])
+        if l0 > 0:
+            kwargs["inputs_embeds"] = base.resid[l0][p0:].expand(R, -1, -1)  # (R, T - p0, d)
+        else:
+            kwargs["input_ids"] = ids[p0:].expand(R, -1)  # (R, T - p0)
+        forward, pre = site_hooks(lm, site, sorted({p.layer for p in batch}), _patch_edit(batch, source, p0, lm.device))
+        with hooks(forward=forward, pre=pre), (from_layer(lm, l0) if l0 > 0 else nullcontext()):
+            logits = lm.model(**kwargs).logits[:, -1].float()  # (R, V)
+        values = metric(logits).cpu()
+        for r in range(R):
+            out[order[i + r]] = values[r]
+        counts.forwards += 1
+        counts.positions += R * (T - p0) * (L - l0)
+        counts.naive += R * T * L
+        progress((b + 1) / len(batches))
+    return out
