@@ -13,6 +13,7 @@ from pydantic import AnyHttpUrl, BaseModel, Field, TypeAdapter, create_model
 
 from schemas.common import FieldError, ModelId, Problem, Strict
 from schemas.kinds import (
+    activation_patching,
     attention,
     attention_patterns,
     attribution,
@@ -56,6 +57,9 @@ KINDS: dict[str, KindSpec] = {
                                   knowledge_neurons.KnowledgeNeuronsResult, ("causal_lm",), 1800),
     "knowledge_edit": KindSpec(knowledge_edit.KnowledgeEditInput, knowledge_edit.KnowledgeEditParams,
                                knowledge_edit.KnowledgeEditResult, ("causal_lm",), 1800),
+    "activation_patching": KindSpec(activation_patching.ActivationPatchingInput,
+                                    activation_patching.ActivationPatchingParams,
+                                    activation_patching.ActivationPatchingResult, ("causal_lm",), 1800),
 }
 
 
