@@ -16,11 +16,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from redis import Redis
 from tokenizers import Tokenizer
 
-from schemas.common import FieldError, TextInput
+from schemas.common import MAX_PROMPT_CHARS, FieldError, TextInput
 from schemas.keys import tokenizer_digest_key, tokenizer_key
 from schemas.limits import Limits, over
 
 REFRESH_S = 30.0
+# A chat is refused before tokenizing once its rendering is longer than a prompt may be: 64 turns
+# of up to MAX_PROMPT_CHARS each render to ~2 MB, seconds of tokenizer time for a certain 422.
+MAX_RENDERED_CHARS = MAX_PROMPT_CHARS
 
 
 @dataclass
@@ -57,21 +60,41 @@ class TokenCounter:
         self._cache[model] = loaded
         return loaded
 
+    def _render(self, loaded: _Loaded, text: TextInput) -> str | None:
+        """The text the model reads: the prompt, or the chat rendered with its template (None: the
+        model has no template). Rendering is cheap; tokenizing is what costs."""
+        if text.prompt is not None:
+            return text.prompt
+        if not loaded.chat_template:
+            return None
+        return self._jinja.from_string(loaded.chat_template).render(
+            messages=[m.model_dump() for m in text.messages or []], add_generation_prompt=True, **loaded.special)
+
+    def rendered_chars(self, model: str, text: TextInput) -> int | None:
+        loaded = self._get(model)
+        if loaded is None:
+            return None
+        rendered = self._render(loaded, text)
+        return None if rendered is None else len(rendered)
+
     def count(self, model: str, text: TextInput) -> int | None:
         loaded = self._get(model)
         if loaded is None:
             return None
-        if text.prompt is not None:
-            return len(loaded.tokenizer.encode(text.prompt, add_special_tokens=True).ids)
-        if not loaded.chat_template:
-            return None
-        rendered = self._jinja.from_string(loaded.chat_template).render(
-            messages=[m.model_dump() for m in text.messages or []], add_generation_prompt=True, **loaded.special)
-        return len(loaded.tokenizer.encode(rendered, add_special_tokens=False).ids)
+        rendered = self._render(loaded, text)
+        if rendered is None or len(rendered) > MAX_RENDERED_CHARS:
+            return None  # over the size cap: `check` refuses it without tokenizing
+        return len(loaded.tokenizer.encode(rendered, add_special_tokens=text.prompt is not None).ids)
 
     def check(self, model: str, text: TextInput, limits: Limits, loc: list[str | int]) -> list[FieldError]:
+        """The rendered size first (characters: no tokenizer call), then the tokens."""
+        field = loc + (["prompt"] if text.prompt is not None else ["messages"])
+        chars = self.rendered_chars(model, text)
+        if chars is not None and chars > MAX_RENDERED_CHARS:
+            return [over(field, chars, "max_prompt_chars", MAX_RENDERED_CHARS).model_copy(update={
+                "msg": f"rendered with the model's chat template, the input is {chars} characters, over the "
+                       f"limit max_prompt_chars={MAX_RENDERED_CHARS}"})]
         n = self.count(model, text)
         if n is not None and n > limits.max_prompt_tokens:
-            field = loc + (["prompt"] if text.prompt is not None else ["messages"])
             return [over(field, n, "max_prompt_tokens", limits.max_prompt_tokens)]
         return []

@@ -82,6 +82,8 @@ def submit(body: Annotated[JobRequest, Body()], response: Response, queue: Queue
         raise invalid([FieldError(loc=["body", "kind"], msg=f"{body.kind} does not run on {spec.task} model "
                                   f"{body.model}", type="unsupported_kind")])
     errors = [e.model_copy(update={"loc": ["body", *e.loc]}) for e in body.over_limits(limits)]
+    if errors:  # the cheap checks first: a request they refuse costs no tokenizer time
+        raise invalid(errors)
     if hasattr(body.input, "prompt"):
         errors += tokens.check(body.model, body.input, limits, ["body", "input"])
     errors += _result_size_errors(body, queue, tokens, limits)
