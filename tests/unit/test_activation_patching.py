@@ -11,7 +11,7 @@ from workers.errors import BadInput
 from workers.hooks import hook_count
 from workers.methods import activation_patching
 from workers.patching import attribution
-from workers.patching.exact import Counts, Patch, base_run, patched_metrics, plan, read_site
+from workers.patching.exact import Counts, Metric, Patch, base_run, patched_metrics, plan, read_site
 from workers.patching.sites import site_of
 from workers.progress import no_progress
 
@@ -89,10 +89,12 @@ def setup(lm, component):
     corrupt = lm.encode(CORRUPT).ids
     assert len(clean) == len(corrupt)
     a, b = lm.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0], 7
+    return clean, corrupt, Metric(a, b), site_of(lm, component)
 
-    def metric(logits):
-        return logits[:, a] - logits[:, b]
-    return clean, corrupt, metric, site_of(lm, component)
+
+def logit_diff(metric):
+    """The metric from full logits, for the independent computations."""
+    return lambda logits: logits[:, metric.answer] - logits[:, metric.wrong]
 
 
 @pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
@@ -112,7 +114,7 @@ def test_batched_exact_patching_equals_one_full_forward_per_patch(request, model
     base = base_run(lm, corrupt, metric, counts)
     source = read_site(lm, site, clean, list(range(L)), counts)
     got = patched_metrics(lm, site, patches, base, source, metric, counts)
-    want = torch.tensor([naive_metric(lm, component, p, corrupt, clean, metric) for p in patches])
+    want = torch.tensor([naive_metric(lm, component, p, corrupt, clean, logit_diff(metric)) for p in patches])
     assert torch.allclose(got, want, atol=1e-4, rtol=0), (got - want).abs().max()
     assert counts.positions < counts.naive  # prefixes and early layers were reused
     assert hook_count(lm.model) == 0
@@ -157,7 +159,7 @@ def test_attribution_patching_is_the_gradient_dot_the_difference(request, model,
          module.register_forward_hook(lambda m, a, o: (swap(o[0]), *o[1:]) if isinstance(o, tuple) else swap(o)))
     try:
         with torch.enable_grad():
-            m = metric(lm.model(input_ids=torch.tensor([corrupt])).logits[:, -1].float())
+            m = logit_diff(metric)(lm.model(input_ids=torch.tensor([corrupt])).logits[:, -1].float())
             (g,) = torch.autograd.grad(m.sum(), [leaf["t"]])
     finally:
         h.remove()

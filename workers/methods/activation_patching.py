@@ -24,7 +24,8 @@ from workers.errors import BadInput
 from workers.inputs import encode_continuation, encode_prompt, resolve_indices
 from workers.models.loading import LM
 from workers.patching import attribution
-from workers.patching.exact import BaseRun, Counts, Metric, Patch, base_run, patched_metrics, read_site
+from workers.patching.exact import (BaseRun, Counts, Metric, Patch, base_run, patched_metrics, plain_metric,
+                                    read_site)
 from workers.patching.sites import Site, site_of
 from workers.progress import Progress
 
@@ -42,12 +43,11 @@ def _one_token(lm: LM, text: str, loc: list[str | int]) -> int:
 def _metric(lm: LM, pair: PatchPair, kind: str, loc: list[str | int]) -> Metric:
     answer = _one_token(lm, pair.answer, [*loc, "answer"])
     if kind == "logprob":
-        return lambda logits: torch.log_softmax(logits, -1)[:, answer]
+        return Metric(answer)
     if pair.wrong_answer is None:
         msg = "metric 'logit_diff' needs `wrong_answer` (or use metric 'logprob')"
         raise BadInput(msg, [FieldError(loc=[*loc, "wrong_answer"], msg=msg, type="missing")])
-    wrong = _one_token(lm, pair.wrong_answer, [*loc, "wrong_answer"])
-    return lambda logits: logits[:, answer] - logits[:, wrong]
+    return Metric(answer, _one_token(lm, pair.wrong_answer, [*loc, "wrong_answer"]))
 
 
 def _encode_pairs(lm: LM, pairs: list[PatchPair], limits: Limits, single: bool) -> list[tuple[list[int], list[int]]]:
@@ -122,12 +122,12 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
         part = _pair_progress(progress, k, len(pairs))
         if params.method == "exact":
             base = base_run(lm, base_ids, metric, counts)
-            source_metric = _metric_of(lm, source_ids, metric, counts)
+            source_metric = plain_metric(lm, source_ids, metric, counts)
             values = patched_metrics(lm, site, patches, base, source, metric, counts, part).double()
             base_metric = base.metric
         else:
             estimate, base_metric = attribution.estimates(lm, site, patches, base_ids, source, metric, counts)
-            source_metric = _metric_of(lm, source_ids, metric, counts)
+            source_metric = plain_metric(lm, source_ids, metric, counts)
             values = base_metric + estimate.double()
             runs.append((BaseRun(base_ids, base_metric, []), source, metric))
         sums += values
@@ -157,16 +157,6 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
         correlation=correlation, forwards=counts.forwards, positions_computed=counts.positions,
         positions_naive=counts.naive,
     )
-
-
-def _metric_of(lm: LM, ids: list[int], metric: Metric, counts: Counts) -> float:
-    """The metric of an unpatched run (the source side; the base side comes with its run)."""
-    with torch.no_grad():
-        logits = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1).logits
-    counts.forwards += 1
-    counts.positions += len(ids) * len(lm.layers)
-    counts.naive += len(ids) * len(lm.layers)
-    return float(metric(logits[:, -1].float())[0])
 
 
 def _pair_progress(progress: Progress, k: int, n: int) -> Progress:

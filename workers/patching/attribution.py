@@ -16,7 +16,7 @@ import torch
 
 from workers.hooks import hooks
 from workers.models.loading import LM
-from workers.patching.exact import Counts, Metric, Patch, n_layers
+from workers.patching.exact import Counts, Metric, Patch, body, n_layers
 from workers.patching.sites import Site, site_hooks
 
 
@@ -35,8 +35,8 @@ def estimates(lm: LM, site: Site, patches: list[Patch], ids: list[int], source: 
 
     forward, pre = site_hooks(lm, site, layers, keep)
     with torch.enable_grad(), hooks(forward=[(lm.embed, leaf), *forward], pre=pre):
-        logits = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1)
-        value = metric(logits.logits[:, -1].float())  # (1,)
+        h = body(lm)(input_ids=torch.tensor([ids], device=lm.device), use_cache=False).last_hidden_state
+        value = metric.of_hidden(lm, h[:, -1])  # (1,)
         grads = torch.autograd.grad(value.sum(), [acts[layer] for layer in layers])
     counts.forwards += 2  # the backward costs about one more forward
     counts.positions += 2 * len(ids) * n_layers(lm)

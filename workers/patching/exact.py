@@ -31,7 +31,6 @@ from workers.models.loading import LM
 from workers.patching.sites import Site, site_hooks
 from workers.progress import Progress, no_progress
 
-Metric = Callable[[torch.Tensor], torch.Tensor]  # last-position logits (B, V) fp32 -> (B,)
 SKIPS_LAYERS = frozenset({"llama"})  # model types whose blocks may be entered with the residual as inputs_embeds
 
 
@@ -44,6 +43,28 @@ class Patch:
     @property
     def start(self) -> int:
         return 0 if self.position is None else self.position
+
+
+@dataclass(frozen=True)
+class Metric:
+    """logit(answer) − logit(wrong) at the last position, or log p(answer) when `wrong` is None.
+
+    Computed from the final (normed) hidden state: a logit difference needs two rows of the
+    unembedding, not the whole vocabulary."""
+
+    answer: int
+    wrong: int | None = None
+
+    def of_hidden(self, lm: LM, h: torch.Tensor) -> torch.Tensor:
+        """(B, d) final hidden states at the last position -> (B,) fp32."""
+        head = lm.module(lm.arch.unembed)
+        if self.wrong is None:
+            return torch.log_softmax(head(h).float(), -1)[:, self.answer]
+        rows = head.weight[[self.answer, self.wrong]].float()  # (2, d)
+        logits = h.float() @ rows.T  # (B, 2)
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[[self.answer, self.wrong]].float()
+        return logits[:, 0] - logits[:, 1]
 
 
 @dataclass
@@ -65,18 +86,40 @@ def n_layers(lm: LM) -> int:
     return len(lm.layers)
 
 
+def body(lm: LM) -> nn.Module:
+    """The decoder without its LM head (LlamaModel, GPT2Model): its output is the final normed state."""
+    return lm.module(lm.arch.layers.rpartition(".")[0])
+
+
+def skips_layers(lm: LM) -> bool:
+    return lm.config.model_type in SKIPS_LAYERS
+
+
 @torch.no_grad()
 def base_run(lm: LM, ids: list[int], metric: Metric, counts: Counts) -> BaseRun:
-    """One forward keeping the KV cache and (where blocks can be entered mid-network) the residual."""
-    blocks = {i: b for i, b in enumerate(lm.layers)} if lm.config.model_type in SKIPS_LAYERS else {}
-    with capture_inputs(blocks) as resid:
-        out = lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=True, logits_to_keep=1)
+    """One forward keeping the KV cache and (where blocks can be entered mid-network) the residual
+    entering every block and the final norm (resid[n_layers])."""
+    L = n_layers(lm)
+    sites = {**dict(enumerate(lm.layers)), L: lm.module(lm.arch.final_norm)} if skips_layers(lm) else {}
+    with capture_inputs(sites) as resid:
+        out = body(lm)(input_ids=torch.tensor([ids], device=lm.device), use_cache=True)
     cache = out[CACHE_ARG]
+    counts.forwards += 1
+    counts.positions += len(ids) * L
+    counts.naive += len(ids) * L
+    kv = [(layer.keys, layer.values) for layer in cache.layers]
+    value = float(metric.of_hidden(lm, out.last_hidden_state[:, -1])[0])
+    return BaseRun(ids, value, kv, {i: t[0] for i, t in resid.items()})
+
+
+@torch.no_grad()
+def plain_metric(lm: LM, ids: list[int], metric: Metric, counts: Counts) -> float:
+    """The metric of an unpatched run."""
+    h = body(lm)(input_ids=torch.tensor([ids], device=lm.device), use_cache=False).last_hidden_state
     counts.forwards += 1
     counts.positions += len(ids) * n_layers(lm)
     counts.naive += len(ids) * n_layers(lm)
-    kv = [(layer.keys, layer.values) for layer in cache.layers]
-    return BaseRun(ids, float(metric(out.logits[:, -1].float())[0]), kv, {i: t[0] for i, t in resid.items()})
+    return float(metric.of_hidden(lm, h[:, -1])[0])
 
 
 @torch.no_grad()
@@ -89,7 +132,7 @@ def read_site(lm: LM, site: Site, ids: list[int], layers: list[int], counts: Cou
 
     forward, pre = site_hooks(lm, site, layers, keep)
     with hooks(forward=forward, pre=pre):
-        lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1)
+        body(lm)(input_ids=torch.tensor([ids], device=lm.device), use_cache=False)
     counts.forwards += 1
     counts.positions += len(ids) * n_layers(lm)
     counts.naive += len(ids) * n_layers(lm)
@@ -160,23 +203,29 @@ def _patch_edit(batch: list[Patch], source: dict[int, torch.Tensor], p0: int, de
     return edit
 
 
+Hooks = tuple[list, list]  # (forward hooks, pre-hooks) for workers.hooks.hooks
+MakeHooks = Callable[[list[int], int], Hooks]  # (row indices of one batch, its first position p0) -> hooks
+
+
 @torch.no_grad()
-def patched_metrics(lm: LM, site: Site, patches: list[Patch], base: BaseRun, source: dict[int, torch.Tensor],
-                    metric: Metric, counts: Counts, progress: Progress = no_progress) -> torch.Tensor:
-    """The metric of the base run with each patch applied alone: (len(patches),) fp32, in order."""
+def run_rows(lm: LM, base: BaseRun, spans: list[Patch], make_hooks: MakeHooks, metric: Metric, counts: Counts,
+             progress: Progress = no_progress) -> torch.Tensor:
+    """The metric of the base run once per row, each row changed by the hooks `make_hooks` gives its
+    batch: (len(spans),) fp32, in row order. spans[r] says where row r's change begins (its layer
+    and first position): the batch starts there, from the base run's residual and KV prefix."""
     T, L = len(base.ids), n_layers(lm)
-    order = sorted(range(len(patches)), key=lambda k: (patches[k].layer, patches[k].start))
-    ordered = [patches[k] for k in order]
+    order = sorted(range(len(spans)), key=lambda k: (spans[k].layer, spans[k].start))
+    ordered = [spans[k] for k in order]
     budget = rows_per_batch(lm, 1, with_grad=False)  # token positions per forward
-    out = torch.empty(len(patches))
+    out = torch.empty(len(spans))
     ids = torch.tensor(base.ids, device=lm.device)
-    skips = lm.config.model_type in SKIPS_LAYERS
+    skips = skips_layers(lm)
     batches = plan(ordered, T, L if skips else 1, forward_overhead(lm), budget)
     for b, (i, j) in enumerate(batches):
-        batch = ordered[i:j]
-        R, p0 = j - i, min(p.start for p in batch)
-        l0 = batch[0].layer if skips else 0
-        kwargs: dict = {"logits_to_keep": 1, "use_cache": p0 > 0}
+        rows = order[i:j]
+        R, p0 = j - i, min(p.start for p in ordered[i:j])
+        l0 = min(ordered[i].layer, L) if skips else 0
+        kwargs: dict = {"use_cache": p0 > 0}
         if p0 > 0:
             kwargs[CACHE_ARG] = DynamicCache(ddp_cache_data=[
                 (k[:, :, :p0].expand(R, -1, -1, -1), v[:, :, :p0].expand(R, -1, -1, -1)) for k, v in base.kv])
@@ -184,14 +233,21 @@ def patched_metrics(lm: LM, site: Site, patches: list[Patch], base: BaseRun, sou
             kwargs["inputs_embeds"] = base.resid[l0][p0:].expand(R, -1, -1)  # (R, T - p0, d)
         else:
             kwargs["input_ids"] = ids[p0:].expand(R, -1)  # (R, T - p0)
-        forward, pre = site_hooks(lm, site, sorted({p.layer for p in batch}), _patch_edit(batch, source, p0, lm.device))
+        forward, pre = make_hooks(rows, p0)
         with hooks(forward=forward, pre=pre), (from_layer(lm, l0) if l0 > 0 else nullcontext()):
-            logits = lm.model(**kwargs).logits[:, -1].float()  # (R, V)
-        values = metric(logits).cpu()
-        for r in range(R):
-            out[order[i + r]] = values[r]
+            h = body(lm)(**kwargs).last_hidden_state[:, -1]  # (R, d)
+        out[torch.tensor(rows)] = metric.of_hidden(lm, h).cpu()
         counts.forwards += 1
         counts.positions += R * (T - p0) * (L - l0)
         counts.naive += R * T * L
         progress((b + 1) / len(batches))
     return out
+
+
+def patched_metrics(lm: LM, site: Site, patches: list[Patch], base: BaseRun, source: dict[int, torch.Tensor],
+                    metric: Metric, counts: Counts, progress: Progress = no_progress) -> torch.Tensor:
+    """The metric of the base run with each patch applied alone: (len(patches),) fp32, in order."""
+    def make_hooks(rows: list[int], p0: int) -> Hooks:
+        batch = [patches[r] for r in rows]
+        return site_hooks(lm, site, sorted({p.layer for p in batch}), _patch_edit(batch, source, p0, lm.device))
+    return run_rows(lm, base, patches, make_hooks, metric, counts, progress)
