@@ -74,7 +74,23 @@ class Provenance(BaseModel):
     elapsed_s: float
 
 
+class ResultWarning(BaseModel):
+    """Something about a finished result the caller should weigh before trusting it (the numbers are
+    still returned): e.g. `ig-not-converged` when IG's completeness error is over `tolerance`."""
+
+    type: str = Field(description="a stable slug, e.g. `ig-not-converged`")
+    detail: str
+    ctx: dict[str, Any] | None = Field(None, description="the figures behind it, e.g. relative_error, tolerance")
+
+
 class Result(Strict):
-    """Base of every kind's result."""
+    """Base of every kind's result.
+
+    `ser_json_inf_nan="constants"`: NaN and ±inf stay NaN/±inf in `model_dump(mode="json")` (pydantic
+    would write `null` for floats under `Any`), so the worker's strict JSON check sees them and fails
+    the job (workers/finite.py) instead of shipping `null` where a number is promised."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     provenance: Provenance | None = None
+    warnings: list[ResultWarning] = Field(default_factory=list, description="empty when nothing needs flagging")

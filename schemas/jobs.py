@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Annotated, Any, Literal, NamedTuple, Union
 
-from pydantic import AnyHttpUrl, BaseModel, Field, TypeAdapter, create_model
+from pydantic import AnyHttpUrl, BaseModel, Field, JsonValue, TypeAdapter, create_model
 
 from schemas.common import FieldError, ModelId, Problem, Strict
 from schemas.kinds import (
@@ -130,7 +130,11 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
     progress: float | None = Field(None, ge=0.0, le=1.0)
     queue_position: int | None = None
-    result: dict[str, Any] | None = None
+    cancel_requested: bool = Field(
+        False, description="a cancel was asked for this running job; it stops at its next progress check")
+    # JsonValue, not Any: pydantic writes a NaN under Any as `null`; typed, it stays NaN and the API's
+    # strict renderer (service/responses.py) refuses it instead of answering `null` for a number.
+    result: dict[str, JsonValue] | None = None
     error: Problem | None = None
     links: JobLinks
 

@@ -26,11 +26,11 @@ def build_entry(job_id: str, owner: str, payload: Any, event: str, result: dict 
     if error is not None:
         data["error"] = error
     if result is not None:
-        if len(json.dumps(result)) <= max_result_bytes:
+        if len(json.dumps(result, allow_nan=False)) <= max_result_bytes:
             data["result"] = result
         else:
             data["result_omitted"] = True
     body = json.dumps({"type": f"job.{event}", "timestamp": datetime.now(timezone.utc).isoformat(), "data": data},
-                      separators=(",", ":"))
+                      separators=(",", ":"), allow_nan=False)  # strict JSON: a NaN result raises, never ships
     return {"id": message_id(job_id, event), "job": job_id, "owner": owner, "event": event, "url": hook["url"],
             "body": body, "attempt": 0, "created": time.time()}

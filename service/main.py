@@ -22,6 +22,7 @@ from service.limits import BodySizeLimit
 from service.metrics import ApiMetrics, HttpMetricsMiddleware, RouteRecorder
 from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
+from service.responses import StrictJSONResponse
 from service.routes import artifacts, health, jobs, models
 from service.tokens import TokenCounter
 
@@ -41,7 +42,7 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     limits = Limits()
-    app = FastAPI(title="Lantern", version="1.0.0",
+    app = FastAPI(title="Lantern", version="1.0.0", default_response_class=StrictJSONResponse,  # no NaN out
                   description="Explanations of language models as a service: submit a job, poll or "
                               "receive a signed webhook. Errors are RFC 9457 problem+json.")
     connection = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,

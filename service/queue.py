@@ -104,11 +104,15 @@ class JobQueue:
         progress = job.meta.get("progress") or 0.0
         if status is JobStatus.finished:
             progress = 1.0
+        # a running job stops at its next cancel check (workers/progress.py); until then, say it is asked
+        cancel_requested = status is JobStatus.canceled or (
+            status is JobStatus.started and bool(self.redis.exists(cancel_key(job.id))))
         return JobView(
             id=job.id, kind=job.meta.get("kind", "?"), model=job.meta.get("model", "?"), status=status,
             created_at=_utc(job.created_at), started_at=_utc(job.started_at), finished_at=_utc(job.ended_at),
             progress=progress if status is not JobStatus.queued else 0.0,
             queue_position=job.get_position() if status is JobStatus.queued else None,
+            cancel_requested=cancel_requested,
             result=result, error=error, links=JobLinks(self=f"/v1/jobs/{job.id}"),
         )
 

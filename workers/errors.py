@@ -45,6 +45,15 @@ class DeadlineExceeded(JobFailed):
     title = "The job ran past its time limit"
 
 
+class NonFiniteResult(JobFailed):
+    """The method's numbers came out NaN or ±inf (workers/finite.py): the parameters pushed the
+    arithmetic out of range, so the job fails rather than finish with `null` where numbers belong."""
+
+    status = 422
+    slug = "non-finite-result"
+    title = "The result is not finite"
+
+
 class ResultTooLarge(JobFailed):
     status = 413
     slug = "result-too-large"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from workers.progress import checkpoint
+
 MAX_ELEMENTS = 8_000_000  # float64 elements of the largest batched tensor (about 64 MB)
 
 
@@ -44,6 +46,7 @@ def _newton(z: torch.Tensor, t: torch.Tensor, w: torch.Tensor, C: float, iters: 
 
     current = loss(beta)
     for _ in range(iters):
+        checkpoint()  # cancel and deadline of the running job, per Newton step
         p = torch.sigmoid(torch.einsum("bnd,bd->bn", z, beta))  # (B, N)
         grad = C * torch.einsum("bnd,bn->bd", z, w * (p - t)) + reg * beta
         hess = C * torch.einsum("bnd,bn,bne->bde", z, w * p * (1 - p), z) + torch.diag(reg)

@@ -22,9 +22,10 @@ from schemas.keys import cancel_key, run_seconds_key
 from schemas.limits import Limits
 from workers import metrics, webhooks
 from workers.errors import PROBLEM_BASE, BadInput, Canceled, JobFailed, ResultTooLarge
+from workers.finite import check_finite
 from workers.hooks import hook_ids, remove_hooks_since
 from workers.models.loading import LM
-from workers.progress import JobProgress
+from workers.progress import JobProgress, cancel_points
 from workers.registry import REGISTRY
 from workers.slots import release_slot
 
@@ -94,15 +95,20 @@ def _run(job, payload: dict) -> dict:
     progress = JobProgress(job, time.monotonic() + timeout,
                            is_canceled=lambda: bool(connection and connection.exists(cancel_key(job.id))))
     t0 = time.perf_counter()
-    result = REGISTRY[request.kind].run(lm, request, progress)
+    with cancel_points(lm.layers, progress):  # cancel/deadline checked per layer, forward and backward
+        result = REGISTRY[request.kind].run(lm, request, progress)
     result.provenance = Provenance(
         model=lm.id, revision=lm.spec.revision, dtype=str(lm.dtype).removeprefix("torch."), device=str(lm.device),
         kind=request.kind, method=getattr(request.params, "method", None),
         params=request.params.model_dump(mode="json"), versions=VERSIONS,
         elapsed_s=round(time.perf_counter() - t0, 4),
     )
-    out = result.model_dump(mode="json")
-    size = len(json.dumps(out))
+    out = result.model_dump(mode="json")  # NaN/±inf stay NaN/±inf here (Result's ser_json_inf_nan)
+    try:
+        size = len(json.dumps(out, allow_nan=False))
+    except ValueError:  # every kind, one place: fail with a problem that says where and why
+        check_finite(out, request.kind, request.params)
+        raise
     if size > limits.max_result_bytes:
         raise ResultTooLarge(f"the result is {size} bytes, over max_result_bytes={limits.max_result_bytes}; "
                              "select fewer layers, heads or positions")

@@ -90,7 +90,7 @@ def notify(connection: Redis, job, event: str, result: dict | None = None, error
                             settings.webhook_max_result_bytes)
         if entry is None:
             return False
-        connection.rpush(WEBHOOK_QUEUE, json.dumps(entry))
+        connection.rpush(WEBHOOK_QUEUE, json.dumps(entry, allow_nan=False))
         return True
     except Exception:
         log.exception("could not enqueue the %s webhook of job %s", event, getattr(job, "id", "?"))

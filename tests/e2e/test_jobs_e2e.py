@@ -90,9 +90,10 @@ def test_cancel_queued_and_running_jobs(service):
     q = service.http.get(f"/v1/jobs/{queued}").json()
     assert q["status"] == "queued" and q["queue_position"] == 0
     assert service.http.delete(f"/v1/jobs/{queued}").json()["status"] == "canceled"
-    assert service.http.delete(f"/v1/jobs/{running}").status_code == 202
+    asked = service.http.delete(f"/v1/jobs/{running}")
+    assert asked.status_code == 202 and asked.json()["cancel_requested"] is True
     view = service.wait(running, timeout=120)
-    assert view["status"] == "canceled" and view["error"]["status"] == 409
+    assert view["status"] == "canceled" and view["error"]["status"] == 409 and view["cancel_requested"] is True
     assert service.http.delete(f"/v1/jobs/{running}").status_code == 409
     assert service.http.get(f"/v1/jobs/{queued}").json()["status"] == "canceled"
 

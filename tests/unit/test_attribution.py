@@ -150,3 +150,30 @@ def test_progress_is_reported_and_can_stop_the_job(tiny_llama):
 
     with pytest.raises(Canceled):
         attribution.run(tiny_llama, request(n_steps=8), cancel)
+
+
+def test_completeness_over_tolerance_is_flagged_in_warnings(tiny_llama):
+    """Issue 10 item 3: an IG result whose relative completeness error is over `tolerance` says so."""
+    coarse = attribution.run(tiny_llama, request(baseline="zero", n_steps=1), no_progress)
+    assert coarse.convergence.relative_error[0] > 0.05
+    (warning,) = coarse.warnings
+    assert warning.type == "ig-not-converged" and "n_steps 'auto'" in warning.detail
+    assert warning.ctx["relative_error"] == coarse.convergence.relative_error[0]
+    assert warning.ctx["tolerance"] == 0.05 and warning.ctx["n_steps"] == 1
+    assert coarse.model_dump(mode="json")["warnings"][0]["type"] == "ig-not-converged"
+
+    fine = attribution.run(tiny_llama, request(baseline="zero", n_steps=50), no_progress)
+    assert fine.convergence.relative_error[0] <= 0.05 and fine.warnings == []
+    # the tolerance is the caller's: the same coarse error under a looser one is not flagged
+    loose = attribution.run(tiny_llama, request(baseline="zero", n_steps=1, tolerance=1.0,
+                                                rule="riemann_right"), no_progress)
+    assert loose.convergence.relative_error[0] <= 1.0 and loose.warnings == []
+
+    capped = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-12), no_progress,
+                             limits=Limits(max_steps=64))
+    assert [w.type for w in capped.warnings] == ["ig-not-converged"] and "max_steps" in capped.warnings[0].detail
+
+
+def test_every_result_carries_an_empty_warnings_list_by_default(tiny_llama):
+    res = attribution.run(tiny_llama, request(method="saliency"), no_progress)
+    assert res.warnings == [] and res.model_dump(mode="json")["warnings"] == []

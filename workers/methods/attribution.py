@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import torch
 
+from schemas.common import ResultWarning
 from schemas.kinds.attribution import PERTURBATION_METHODS, AttributionParams, AttributionResult, Convergence
 from schemas.limits import Limits
 from workers.batching import rows_per_batch
@@ -121,6 +122,26 @@ def _endpoints(lm: LM, target: Target, params: AttributionParams, x: torch.Tenso
     return metric[0], metric[1], logprob[0]
 
 
+def convergence_warning(convergence: Convergence, params: AttributionParams, limits: Limits) -> ResultWarning | None:
+    """`ig-not-converged` when the largest relative completeness error is over `tolerance`: the
+    attributions do not add up to f(x) − f(x′), so more steps (or `n_steps: "auto"`) are needed."""
+    worst = max(range(len(convergence.relative_error)), key=convergence.relative_error.__getitem__)
+    error = convergence.relative_error[worst]
+    if error <= params.tolerance:
+        return None
+    if params.n_steps == "auto":
+        advice = f"n_steps 'auto' stopped at the max_steps limit ({limits.max_steps})"
+    else:
+        advice = f"ask for more n_steps, or n_steps 'auto' (doubles from {AUTO_FIRST_STEPS} until the error is under tolerance)"
+    return ResultWarning(
+        type="ig-not-converged",
+        detail=(f"integrated gradients: the attributions miss completeness by a relative error of {error:.3g} "
+                f"(target token {worst}) with {convergence.n_steps} steps, over tolerance {params.tolerance}; {advice}"),
+        ctx={"relative_error": error, "tolerance": params.tolerance, "n_steps": convergence.n_steps,
+             "target_index": worst},
+    )
+
+
 def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttributionResult:
     """Explain `request` with any steering or edits it names in force for the whole job."""
     with applied(lm, request.params):
@@ -136,6 +157,7 @@ def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionR
     x0 = baseline_embeddings(lm, target, params)
     f_x, f_x0, target_logprobs = _endpoints(lm, target, params, x, x0)
     convergence = None
+    warnings: list[ResultWarning] = []
     if params.method == "integrated_gradients":
         steps = AUTO_FIRST_STEPS if params.n_steps == "auto" else params.n_steps
         while True:
@@ -151,6 +173,8 @@ def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionR
             rule=params.rule, n_steps=steps, delta=delta.tolist(), relative_error=rel.tolist(),
             f_input=f_x.tolist(), f_baseline=f_x0.tolist(),
         )
+        if (warning := convergence_warning(convergence, params, limits)) is not None:
+            warnings.append(warning)
     else:
         scores = _gradients_at_input(lm, target, params, x)
         progress(1.0)
@@ -171,6 +195,7 @@ def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionR
         target_logprobs=target_logprobs.tolist(),
         unit_spans=[list(s) for s in spans] if spans else None,
         convergence=convergence,
+        warnings=warnings,
     )
     if params.faithfulness:
         result.faithfulness = perturbation.faithfulness_for(lm, target, params, scores, lambda f: progress(1.0))
