@@ -2,12 +2,15 @@
 # (`lantern webhook-worker`) runs from it too: it needs only the light modules of workers/.
 #   docker build -f deploy/api.Dockerfile -t lantern-api .
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+# LANTERN_METRICS_HOST: the webhook worker's metrics port listens on every interface of the container
+# (the API itself binds as its CMD says).
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 LANTERN_METRICS_HOST=0.0.0.0
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY service ./service
-COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py ./workers/
+COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py \
+     workers/metrics_server.py ./workers/
 RUN pip install . && python -c "import service.main, workers.webhook_worker, sys; assert 'torch' not in sys.modules"
 RUN useradd --uid 10001 --no-create-home lantern
 USER 10001

@@ -7,7 +7,8 @@ presented key is hashed and looked up, so there is no per-character comparison t
 
 With no keys configured the API runs open (every caller is the tenant `anonymous`): it logs a
 warning at start-up, `/readyz` says `"auth": "open"`, and `lantern api` binds to loopback by
-default. `/healthz`, `/readyz` and `/metrics` never need a key.
+default. `/healthz`, `/readyz` and `/metrics` never need a key, nor the documentation that holds no
+tenant data: the problem type pages (`/problems/...`) and Swagger UI's assets (`/static/...`).
 
 Wrong keys are rate limited per client address (`LANTERN_AUTH_FAILURES_PER_MIN`, see
 service/guards.py): beyond the allowance the address gets 429 with `Retry-After`.
@@ -30,7 +31,8 @@ from service.problems import PROBLEM_BASE, problem_response
 
 log = logging.getLogger("lantern.api")
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/problems"})
+PUBLIC_PREFIXES = ("/problems/", "/static/")  # service/docs.py
 TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -126,7 +128,8 @@ class ApiKeyAuth:
             return 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.tenants.open or scope["path"] in PUBLIC_PATHS:
+        if (scope["type"] != "http" or self.tenants.open or scope["path"] in PUBLIC_PATHS
+                or scope["path"].startswith(PUBLIC_PREFIXES)):
             await self.app(scope, receive, send)
             return
         header = ""

@@ -15,6 +15,7 @@ from schemas.common import FieldError, Problem
 from schemas.limits import Limits
 from schemas.models import load_registry
 from service.auth import ApiKeyAuth, Tenants, parse_secrets
+from service import docs
 from service.config import Settings
 from service.guards import Guards
 from service.json_body import JsonBodies
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limits = Limits()
     app = FastAPI(title="Lantern", version="1.0.0", default_response_class=StrictJSONResponse,  # no NaN out
                   description="Explanations of language models as a service: submit a job, poll or "
-                              "receive a signed webhook. Errors are RFC 9457 problem+json.")
+                              "receive a signed webhook. Errors are RFC 9457 problem+json.",
+                  docs_url=None, redoc_url=None)  # /docs from local assets instead: service/docs.py
     connection = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
                                 socket_connect_timeout=settings.redis_timeout_s, health_check_interval=30)
     app.state.settings = settings
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (jobs.router, models.router, artifacts.router, health.router):
         app.include_router(router)
+    docs.install(app)  # /docs (Swagger UI, no CDN), /problems/<slug> (the problem type pages)
     app.add_middleware(RouteRecorder)  # innermost: the router's match, for HttpMetricsMiddleware
     app.add_middleware(JsonBodies)
     app.add_middleware(ApiKeyAuth, tenants=app.state.tenants, failures=app.state.guards)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi.responses import JSONResponse
 
 from schemas.common import FieldError, Problem
+from schemas.problems import PROBLEM_BASE  # the one definition, shared with the workers; also imported from here
 
-PROBLEM_BASE = "https://lantern.dev/problems/"
 MEDIA_TYPE = "application/problem+json"
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from schemas.common import FieldError, Problem
-
-PROBLEM_BASE = "https://lantern.dev/problems/"
+from schemas.problems import PROBLEM_BASE  # noqa: F401  (re-exported: the one definition is in schemas/)
 
 
 class JobFailed(Exception):

@@ -19,7 +19,6 @@ import threading
 import time
 import uuid
 
-from prometheus_client import start_http_server
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
@@ -27,6 +26,7 @@ from rq.serializers import JSONSerializer
 from schemas.keys import queue_name, tokenizer_digest_key, tokenizer_key, worker_key
 from schemas.models import load_registry
 from workers import metrics, reaper, tasks
+from workers.metrics_server import metrics_host, serve
 from workers.models.loading import load_model
 
 log = logging.getLogger("lantern.worker")
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics-port", type=int,
                         default=int(os.environ.get("LANTERN_WORKER_METRICS_PORT", "9101")),
                         help="Prometheus port (0: off)")
+    parser.add_argument("--metrics-host", default=metrics_host(),
+                        help="Prometheus bind address (LANTERN_METRICS_HOST, else LANTERN_HOST, else 127.0.0.1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LANTERN_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -96,11 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     for lm in tasks.MODELS.values():
         _publish_tokenizer(connection, lm)
     metrics.observe_cuda()
-    if args.metrics_port:
-        try:
-            start_http_server(args.metrics_port)
-        except OSError as e:  # several workers on one host: first one keeps the port
-            log.warning("metrics port %d unavailable (%s); metrics off for this worker", args.metrics_port, e)
+    serve(args.metrics_host, args.metrics_port, log)
 
     facts = {"worker": name, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time(),
              "models": [lm.facts() for lm in tasks.MODELS.values()]}

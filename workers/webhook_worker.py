@@ -21,12 +21,12 @@ import threading
 import time
 import uuid
 
-from prometheus_client import start_http_server
 from redis import Redis
 
 from schemas.keys import WEBHOOK_QUEUE, webhook_processing_key
 from schemas.models import load_registry
 from workers import reaper
+from workers.metrics_server import metrics_host, serve
 from workers.webhooks import Deliverer, WebhookSettings, promote_due
 
 log = logging.getLogger("lantern.webhooks")
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=int(os.environ.get("LANTERN_WEBHOOK_CONCURRENCY", "4")))
     parser.add_argument("--metrics-port", type=int,
                         default=int(os.environ.get("LANTERN_WEBHOOK_METRICS_PORT", "9102")), help="0: off")
+    parser.add_argument("--metrics-host", default=metrics_host(),
+                        help="Prometheus bind address (LANTERN_METRICS_HOST, else LANTERN_HOST, else 127.0.0.1)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LANTERN_LOG_LEVEL", "INFO"),
@@ -98,11 +100,7 @@ def main(argv: list[str] | None = None) -> None:
                                 socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     settings = WebhookSettings()
-    if args.metrics_port:
-        try:
-            start_http_server(args.metrics_port)
-        except OSError as e:
-            log.warning("metrics port %d unavailable (%s)", args.metrics_port, e)
+    serve(args.metrics_host, args.metrics_port, log)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
