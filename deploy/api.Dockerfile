@@ -10,7 +10,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY service ./service
 COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py \
-     workers/metrics_server.py ./workers/
+     workers/metrics_server.py workers/slots.py ./workers/
 RUN pip install . && python -c "import service.main, workers.webhook_worker, sys; assert 'torch' not in sys.modules"
 RUN useradd --uid 10001 --no-create-home lantern
 USER 10001

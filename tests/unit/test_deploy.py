@@ -84,6 +84,32 @@ def test_api_image_has_no_torch():
     assert "nvidia/cuda" in (DEPLOY / "worker.Dockerfile").read_text()
 
 
+def _workers_imports(module: str, seen: set[str]) -> set[str]:
+    """`module` and every workers.* module it imports, transitively (by reading the source)."""
+    import ast
+
+    if module in seen:
+        return seen
+    seen.add(module)
+    path = DEPLOY.parent / (module.replace(".", "/") + ".py")
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                 if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            if name.startswith("workers.") and (DEPLOY.parent / (name.replace(".", "/") + ".py")).exists():
+                _workers_imports(name, seen)
+    return seen
+
+
+def test_api_image_copies_every_workers_module_the_webhook_worker_imports():
+    copies = [line for line in (DEPLOY / "api.Dockerfile").read_text().replace("\\\n", " ").splitlines()
+              if line.startswith("COPY workers/")]
+    copied = {w.removesuffix(".py").replace("/", ".") for line in copies for w in line.split()[1:-1]}
+    needed = _workers_imports("workers.webhook_worker", set())
+    assert needed <= copied, sorted(needed - copied)
+
+
 def test_alert_rules_pass_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
