@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install install-bench run test bench clean
+.PHONY: install install-bench install-peers run test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,13 +22,29 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 
 install-bench: $(VENV)/.bench-installed
 
+# The activation-patching peers (TransformerLens 4.x, nnsight) for tests/integration/test_patching_peers.py
+# and bench/bench_patching.py. --no-deps: their pins must not move ours (torch==2.13.0, transformers 5.x;
+# transformer-lens also wants typeguard>=4.2, which fights inseq's typeguard<=2.13.3 in the bench), and
+# most of what they declare (wandb, sentencepiece, beartype, typeguard, fancy-einsum, protobuf, zstandard,
+# websocket-client) is never imported on the paths used. What is imported: einops, jaxtyping, pandas
+# (TransformerLens patching), datasets (imported at module level by transformer_lens.utilities, with its
+# own import-time needs pyarrow, dill, multiprocess, xxhash), greenlet (nnsight). This list, not
+# pyproject.toml, is the source of truth: a `peers` extra installed with deps would pull the conflicts above.
+$(VENV)/.peers-installed: $(VENV)/.installed
+	$(PIP) install -q --no-deps transformer-lens==4.3.0 nnsight==0.8.1
+	$(PIP) install -q --no-deps einops==0.8.2 jaxtyping==0.3.11 pandas==3.1.1 datasets==5.2.0 pyarrow==26.0.1 \
+		dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 greenlet==3.5.6
+	touch $@
+
+install-peers: $(VENV)/.peers-installed
+
 run: install
 	$(VENV)/bin/lantern run
 
-test: install
+test: install $(VENV)/.peers-installed
 	$(PY) -m pytest -q
 
-bench: install-bench
+bench: install-bench $(VENV)/.peers-installed
 	$(PY) -m bench.run
 
 clean:
