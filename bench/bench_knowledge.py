@@ -12,6 +12,8 @@
   controls (which it does not), as mean relative changes; and the `update` edit's scores.
 
 `python -m bench.run knowledge` writes the section; both runs use fp32 on the same device.
+`specificity` (`python -m bench.run knowledge_specificity`, its own section) measures the default
+(no control prompts: the built-in control facts) on held-out facts, with the tuning/held-out split below.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def test_builtin_controls_filter_by_default_and_are_cached(tiny_llama, monkeypat
     real = kn.fact_attributions
     monkeypatch.setattr(kn, "fact_attributions", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     inp = KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary")
-    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16)), no_progress)  # the default
+    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)  # the default
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
     pairs = lambda ns: {(n.layer, n.index) for n in ns}  # noqa: E731
     assert on.control_set == "builtin" and [c.prompt for c in on.controls] == list(CONTROL_PROMPTS)
@@ -187,23 +187,23 @@ def test_builtin_controls_filter_by_default_and_are_cached(tiny_llama, monkeypat
     assert abs(on.controls[0].suppressed / on.controls[0].prob - 1) < 0.01  # the shared fact is left alone
 
     calls.clear()
-    again = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16)), no_progress)
+    again = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)
     assert len(calls) == 1 and again.neurons == on.neurons and again.filtered_neurons == on.filtered_neurons
     calls.clear()
-    kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)  # other IG settings: computed anew
+    kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=4)), no_progress)  # other IG settings: computed anew
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
     calls.clear()
-    kn.run(tiny_llama, Request(inp, KnowledgeNeuronsParams(n_steps=16)), no_progress)  # another model: its own
+    kn.run(tiny_llama, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)  # another model: its own
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
 
     calls.clear()
-    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16, builtin_controls=False)), no_progress)
+    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8, builtin_controls=False)), no_progress)
     assert len(calls) == 1 and off.control_set is None and off.controls == [] and off.filtered_neurons is None
     assert {(1, 17), (1, 40)} <= pairs(off.neurons)
-    unfiltered = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16, filter_controls=False)), no_progress)
+    unfiltered = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8, filter_controls=False)), no_progress)
     assert unfiltered.control_set is None and pairs(unfiltered.neurons) == pairs(off.neurons)
     given = kn.run(lm, Request(KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL]),
-                               KnowledgeNeuronsParams(n_steps=16)), no_progress)
+                               KnowledgeNeuronsParams(n_steps=8)), no_progress)
     assert given.control_set == "input" and [c.prompt for c in given.controls] == [CONTROL]
     assert hook_count(lm.model) == 0
 
