@@ -17,6 +17,7 @@ from schemas.kinds import (
     attention,
     attention_patterns,
     attribution,
+    circuit,
     ffn_projection,
     generate,
     knowledge_edit,
@@ -60,6 +61,7 @@ KINDS: dict[str, KindSpec] = {
     "activation_patching": KindSpec(activation_patching.ActivationPatchingInput,
                                     activation_patching.ActivationPatchingParams,
                                     activation_patching.ActivationPatchingResult, ("causal_lm",), 1800),
+    "circuit": KindSpec(circuit.CircuitInput, circuit.CircuitParams, circuit.CircuitResult, ("causal_lm",), 3600),
 }
 
 

@@ -18,6 +18,7 @@ from workers.methods import (
     attention,
     attention_patterns,
     attribution,
+    circuit,
     ffn_projection,
     generate,
     knowledge_edit,
@@ -46,6 +47,7 @@ METHODS: dict[str, ModuleType] = {
     "knowledge_neurons": knowledge_neurons,
     "knowledge_edit": knowledge_edit,
     "activation_patching": activation_patching,
+    "circuit": circuit,
 }
 
 REGISTRY: dict[str, MethodSpec] = {

@@ -1,0 +1,1 @@
+"""Datasets generated on the worker with the model's own tokenizer."""
