@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from schemas.common import Prompt, Result, Strict
+from schemas.datasets import IoiDataset
 from schemas.sizes import Indices
 
 Component = Literal["residual", "attn_out", "mlp_out", "attn_head", "head_query", "head_key", "head_value"]
@@ -30,24 +31,30 @@ class PatchPair(Strict):
 
 
 class ActivationPatchingInput(Strict):
-    """One pair (`clean_prompt`, `corrupted_prompt`, `answer`, `wrong_answer`) or `pairs`."""
+    """One pair (`clean_prompt`, `corrupted_prompt`, `answer`, `wrong_answer`), `pairs`, or a generated
+    `dataset`."""
 
     clean_prompt: Prompt | None = None
     corrupted_prompt: Prompt | None = None
     answer: Answer | None = None
     wrong_answer: Answer | None = None
     pairs: Annotated[list[PatchPair], Field(min_length=1, max_length=64)] | None = None
+    dataset: IoiDataset | None = Field(None, description="generated pairs (prompts of one template for position "
+                                       "components: `templates` BABA or ABBA still mixes 15 templates of several "
+                                       "lengths, so use head components or your own pairs)")
 
     @model_validator(mode="after")
     def _one_form(self) -> ActivationPatchingInput:
         single = (self.clean_prompt, self.corrupted_prompt, self.answer, self.wrong_answer)
-        if self.pairs is not None and any(v is not None for v in single):
-            raise ValueError("give either `pairs` or one pair's fields, not both")
-        if self.pairs is None and None in single[:3]:
-            raise ValueError("give `clean_prompt`, `corrupted_prompt` and `answer` (and `wrong_answer`), or `pairs`")
+        forms = (any(v is not None for v in single), self.pairs is not None, self.dataset is not None)
+        if sum(forms) != 1:
+            raise ValueError("give one pair's fields, `pairs`, or `dataset`")
+        if forms[0] and None in single[:3]:
+            raise ValueError("give `clean_prompt`, `corrupted_prompt` and `answer` (and `wrong_answer`)")
         return self
 
     def all_pairs(self) -> list[PatchPair]:
+        """The pairs given inline (a `dataset` is generated on the worker, with the model's tokenizer)."""
         if self.pairs is not None:
             return self.pairs
         return [PatchPair(clean_prompt=self.clean_prompt, corrupted_prompt=self.corrupted_prompt,  # type: ignore[arg-type]
@@ -64,6 +71,9 @@ class ActivationPatchingParams(Strict):
     direction: Literal["denoise", "noise"] = Field(
         "denoise", description="denoise: clean activations into the corrupted run; noise: corrupted into clean")
     metric: Literal["logit_diff", "logprob"] = "logit_diff"
+    ablation: Literal["resample", "zero", "mean"] = Field(
+        "resample", description="what a patched component takes: the other prompt's activation (resample), zero, "
+        "or its mean over every pair's other prompt (mean; with direction 'noise' this is mean ablation)")
     layers: Indices | None = Field(None, description="layer indices (negative from the end); absent: all")
     heads: Indices | None = Field(None, description="head components: query heads (KV heads for head_key and "
                                   "head_value); absent: all")

@@ -11,7 +11,7 @@ from workers.errors import BadInput
 from workers.hooks import hook_count
 from workers.methods import activation_patching
 from workers.patching import attribution
-from workers.patching.exact import Counts, Metric, Patch, base_run, patched_metrics, plan, read_site
+from workers.patching.exact import Counts, Metric, Patch, base_run, patched_metrics, plain_metric, plan, read_site
 from workers.patching.sites import site_of
 from workers.progress import no_progress
 
@@ -235,3 +235,24 @@ def test_the_planner_cuts_batches_by_cost():
     assert len(plan(patches, T=8, L=4, overhead=10_000, budget=1000)) == 1  # overhead dominates: one forward
     for i, j in plan(patches, T=8, L=4, overhead=10_000, budget=16):  # rows × suffix within the budget
         assert j - i == 1 or (j - i) * (8 - min(p.start for p in patches[i:j])) <= 16
+
+
+def test_zero_and_mean_ablation_write_what_they_say(tiny_llama):
+    pair = {"clean_prompt": CLEAN, "corrupted_prompt": CORRUPT, "answer": " Mary", "wrong_answer": " John"}
+    other = {**pair, "clean_prompt": CORRUPT, "corrupted_prompt": CLEAN, "answer": " John", "wrong_answer": " Mary"}
+    zero = activation_patching.run(tiny_llama, job(component="residual", direction="noise", ablation="zero",
+                                                   layers=[0], positions=[3]), no_progress)
+    # by hand: the clean run with the residual entering layer 0 at position 3 set to zero
+    lm, ids = tiny_llama, tiny_llama.encode(CLEAN).ids
+    h = lm.layers[0].register_forward_pre_hook(lambda m, a: (a[0].index_fill(1, torch.tensor([3]), 0.0), *a[1:]))
+    try:
+        patched = plain_metric(lm, ids, Metric(*[lm.tokenizer(t, add_special_tokens=False)["input_ids"][0]
+                                                 for t in (" Mary", " John")]), Counts())
+    finally:
+        h.remove()
+    want = (patched - zero.corrupted_metric) / (zero.clean_metric - zero.corrupted_metric)
+    assert zero.effects[0][0] == pytest.approx(want, abs=1e-4)
+    two = JOB_MODELS["activation_patching"](kind="activation_patching", model="tiny", input={"pairs": [pair, other]},
+                                            params={"ablation": "mean", "component": "attn_head", "layers": [1]})
+    mean = activation_patching.run(tiny_llama, two, no_progress)
+    assert mean.axes == ["layer", "head"] and len(mean.effects[0]) == 6

@@ -20,6 +20,7 @@ from schemas.common import FieldError, TextInput
 from schemas.kinds.activation_patching import (HEAD_COMPONENTS, ActivationPatchingParams, ActivationPatchingResult,
                                                PatchCheck, PatchPair)
 from schemas.limits import Limits
+from workers.datasets.ioi import ioi_pairs
 from workers.errors import BadInput
 from workers.inputs import encode_continuation, encode_prompt, resolve_indices
 from workers.models.loading import LM
@@ -50,7 +51,8 @@ def _metric(lm: LM, pair: PatchPair, kind: str, loc: list[str | int]) -> Metric:
     return Metric(answer, _one_token(lm, pair.wrong_answer, [*loc, "wrong_answer"]))
 
 
-def _encode_pairs(lm: LM, pairs: list[PatchPair], limits: Limits, single: bool) -> list[tuple[list[int], list[int]]]:
+def _encode_pairs(lm: LM, pairs: list[PatchPair], limits: Limits, single: bool,
+                  per_position: bool) -> list[tuple[list[int], list[int]]]:
     out = []
     for k, pair in enumerate(pairs):
         loc: list[str | int] = ["input"] if single else ["input", "pairs", k]
@@ -63,7 +65,7 @@ def _encode_pairs(lm: LM, pairs: list[PatchPair], limits: Limits, single: bool) 
                 "clean_tokens": lm.token_strings(clean), "corrupted_tokens": lm.token_strings(corrupt)})])
         out.append((clean, corrupt))
     lengths = {len(c) for c, _ in out}
-    if len(lengths) > 1:
+    if per_position and len(lengths) > 1:
         msg = f"every pair must have the same number of tokens (effects are per position); got {sorted(lengths)}"
         raise BadInput(msg, [FieldError(loc=["input", "pairs"], msg=msg, type="length_mismatch")])
     return out
@@ -97,18 +99,23 @@ def _pearson(xs: list[float], ys: list[float]) -> float | None:
 def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> ActivationPatchingResult:
     params: ActivationPatchingParams = request.params
     limits = limits or Limits()
-    pairs = request.input.all_pairs()
-    single = request.input.pairs is None
-    encoded = _encode_pairs(lm, pairs, limits, single)
+    single = request.input.clean_prompt is not None
+    if request.input.dataset is not None:
+        pairs = [PatchPair(**p.model_dump(include=set(PatchPair.model_fields)))
+                 for p in ioi_pairs(lm, request.input.dataset)]
+    else:
+        pairs = request.input.all_pairs()
+    per_position = params.component not in HEAD_COMPONENTS or params.per_position
+    encoded = _encode_pairs(lm, pairs, limits, single, per_position)
     metrics = [_metric(lm, pair, params.metric, ["input"] if single else ["input", "pairs", k])
                for k, pair in enumerate(pairs)]
     site = site_of(lm, params.component)
-    T, L = len(encoded[0][0]), len(lm.layers)
+    T, L = len(encoded[0][0]), len(lm.layers)  # T: the common length when per position
     layers = resolve_indices(params.layers, L, ["params", "layers"], "layers")
     units = positions = None
     if params.component in HEAD_COMPONENTS:
         units = resolve_indices(params.heads, site.units, ["params", "heads"], "heads")
-    if params.component not in HEAD_COMPONENTS or params.per_position:
+    if per_position:
         positions = resolve_indices(params.positions, T, ["params", "positions"], "positions")
     patches = _patches(params, layers, units, positions)
 
@@ -116,9 +123,10 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
     sums = torch.zeros(len(patches), dtype=torch.float64)
     clean_sum = corrupt_sum = 0.0
     runs: list[tuple[BaseRun, dict[int, torch.Tensor], Metric]] = []
+    sources = _sources(lm, site, params, encoded, layers, counts)
     for k, ((clean, corrupt), metric) in enumerate(zip(encoded, metrics)):
         base_ids, source_ids = (corrupt, clean) if params.direction == "denoise" else (clean, corrupt)
-        source = read_site(lm, site, source_ids, layers, counts)
+        source = sources(k)
         part = _pair_progress(progress, k, len(pairs))
         if params.method == "exact":
             base = base_run(lm, base_ids, metric, counts)
@@ -157,6 +165,24 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
         correlation=correlation, forwards=counts.forwards, positions_computed=counts.positions,
         positions_naive=counts.naive,
     )
+
+
+def _sources(lm: LM, site: Site, params: ActivationPatchingParams, encoded, layers: list[int], counts: Counts):
+    """k -> what pair k's patches write (layer -> (T, units, width)): the other prompt's activation
+    (`resample`), zero, or its mean over every pair's other prompt (`mean`, the mean ablation)."""
+    def read(k: int) -> dict[int, torch.Tensor]:
+        clean, corrupt = encoded[k]
+        return read_site(lm, site, clean if params.direction == "denoise" else corrupt, layers, counts)
+    if params.ablation == "resample":
+        return read
+    if params.ablation == "zero":
+        return lambda k: {layer: torch.zeros_like(a) for layer, a in read(k).items()}
+    if len({len(c) for c, _ in encoded}) > 1:
+        msg = "ablation 'mean' averages over pairs position by position: every pair must have the same length"
+        raise BadInput(msg, [FieldError(loc=["params", "ablation"], msg=msg, type="length_mismatch")])
+    every = [read(k) for k in range(len(encoded))]
+    mean = {layer: torch.stack([s[layer] for s in every]).mean(0) for layer in layers}
+    return lambda k: mean
 
 
 def _pair_progress(progress: Progress, k: int, n: int) -> Progress:
