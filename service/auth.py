@@ -8,7 +8,8 @@ presented key is hashed and looked up, so there is no per-character comparison t
 With no keys configured the API runs open (every caller is the tenant `anonymous`): it logs a
 warning at start-up, `/readyz` says `"auth": "open"`, and `lantern api` binds to loopback by
 default. `/healthz`, `/readyz` and `/metrics` never need a key, nor the documentation that holds no
-tenant data: the problem type pages (`/problems/...`) and Swagger UI's assets (`/static/...`).
+tenant data: the problem type pages (`/problems/...`), Swagger UI's assets (`/static/...`) and the explorer page
+(`/ui`, `/ui/static/...`), whose own calls to the API carry the key typed into it.
 
 Wrong keys are rate limited per client address (`LANTERN_AUTH_FAILURES_PER_MIN`, see
 service/guards.py): beyond the allowance the address gets 429 with `Retry-After`.
@@ -31,8 +32,8 @@ from service.problems import PROBLEM_BASE, problem_response
 
 log = logging.getLogger("lantern.api")
 
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/problems"})
-PUBLIC_PREFIXES = ("/problems/", "/static/")  # service/docs.py
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/problems", "/ui"})
+PUBLIC_PREFIXES = ("/problems/", "/static/", "/ui/")  # service/docs.py, service/ui (the explorer asks for a key itself)
 TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 

@@ -5,6 +5,7 @@
     lantern webhook-worker                  # signed webhook delivery + dead-worker reaper (no model)
     lantern run                             # local: embedded Redis (if LANTERN_REDIS_URL is unset),
                                             # one smollm2-135m worker, the API on :8000
+    lantern submit | jobs | get | cancel | models   # the API client (service/cli_client.py)
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ Lantern is up on http://{host}:{port}. Try:
   curl -s -X POST http://{host}:{port}/v1/jobs -H 'content-type: application/json' \\
     -d '{{"kind":"attribution","model":"smollm2-135m","input":{{"prompt":"When Mary and John went to the store, John gave a drink to","target":" Mary"}}}}'
   curl -s http://{host}:{port}/v1/jobs/<id>
+
+Or open the explorer: http://{host}:{port}/ui   (CLI: lantern submit --help)
 """
+CLIENT_COMMANDS = ("submit", "jobs", "get", "cancel", "models")  # service/cli_client.py
 WORKER_GRACE_S = 30.0  # on stop, a running job gets this long before its worker is killed
 
 
@@ -166,6 +170,10 @@ def _run_all(host: str, port: int, models: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and (argv[0] in CLIENT_COMMANDS or argv[0].startswith("--url")):  # the API client
+        from service import cli_client
+
+        raise SystemExit(cli_client.main(argv))
     if argv[:1] == ["worker"]:  # everything after `worker` belongs to workers.main
         os.execv(sys.executable, _worker_command(argv[1:]))
     if argv[:1] == ["webhook-worker"]:  # a light process: no torch, no model

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     max_queue_depth: int = Field(1000, ge=1, description="per model queue; beyond it submit answers 503")
     jobs_index_size: int = Field(10_000, ge=10, description="recent jobs listed per owner")
     redis_timeout_s: float = Field(2.0, gt=0)
+    max_wait_s: float = Field(30.0, ge=0, le=3600, description="cap of `wait` on GET /v1/jobs/{id} (long polling)")
 
     # -- tenants, limits, idempotency (service/auth.py, service/guards.py) --------------------------
     api_keys: str | None = Field(None, description="`tenant=key` pairs, comma separated (keys in clear: dev/CI)")
