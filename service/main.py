@@ -16,6 +16,7 @@ from schemas.limits import Limits
 from schemas.models import load_registry
 from service.auth import ApiKeyAuth, Tenants, parse_secrets
 from service import docs
+from service import ui
 from service.config import Settings
 from service.guards import Guards
 from service.json_body import JsonBodies
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, models.router, artifacts.router, health.router):
         app.include_router(router)
     docs.install(app)  # /docs (Swagger UI, no CDN), /problems/<slug> (the problem type pages)
+    ui.install(app)  # /ui (the explorer page); result schemas in the OpenAPI document
     app.add_middleware(RouteRecorder)  # innermost: the router's match, for HttpMetricsMiddleware
     app.add_middleware(JsonBodies)
     app.add_middleware(ApiKeyAuth, tenants=app.state.tenants, failures=app.state.guards)

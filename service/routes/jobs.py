@@ -7,11 +7,14 @@ import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from schemas.common import FieldError
+from schemas.examples import openapi_examples
 from schemas.jobs import KINDS, JobPage, JobRequest, JobStatus, JobView
 from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
 from service.deps import GuardsDep, LimitsDep, MetricsDep, Owner, QueueDep, RegistryDep, SettingsDep, TokensDep
+from service.longpoll import wait_for_change
 from service.problems import ProblemError, invalid, not_found
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -68,7 +71,7 @@ def _poll_headers(queue, view: JobView) -> dict[str, str]:
 
 
 @router.post("", status_code=202, response_model=JobView, responses=ERRORS)
-def submit(body: Annotated[JobRequest, Body()], response: Response, queue: QueueDep, owner: Owner,  # type: ignore[valid-type]
+def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examples())], response: Response, queue: QueueDep, owner: Owner,  # type: ignore[valid-type]
            registry: RegistryDep, limits: LimitsDep, tokens: TokensDep, settings: SettingsDep,
            metrics: MetricsDep, guards: GuardsDep, request: Request,
            idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> JobView:
@@ -133,11 +136,20 @@ def list_jobs(queue: QueueDep, owner: Owner, limit: Annotated[int, Query(ge=1, l
 
 
 @router.get("/{job_id}", response_model=JobView, responses=ERRORS)
-def get_job(job_id: str, response: Response, queue: QueueDep, owner: Owner) -> JobView:
-    view = queue.view(job_id, owner)
-    if view is None:
+async def get_job(job_id: str, response: Response, queue: QueueDep, owner: Owner, settings: SettingsDep,
+                  wait: Annotated[float, Query(ge=0, le=3600, description=(
+                      "long polling: hold the request up to this many seconds (capped by max_wait_s) and "
+                      "answer as soon as the job's status changes or a cancel is asked; a progress change "
+                      "answers too, but no sooner than 1 s after the request (service/longpoll.py)"))] = 0
+                  ) -> JobView:
+    if await run_in_threadpool(queue.fetch, job_id, owner) is None:
         raise not_found("job")
-    response.headers.update(_poll_headers(queue, view))
+    if wait > 0:
+        await wait_for_change(queue.redis, job_id, min(wait, settings.max_wait_s))
+    view = await run_in_threadpool(queue.view, job_id, owner)
+    if view is None:  # expired while we waited
+        raise not_found("job")
+    response.headers.update(await run_in_threadpool(_poll_headers, queue, view))
     return view
 
 
