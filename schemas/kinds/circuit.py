@@ -61,12 +61,17 @@ class Behaviour(Strict):
 
 
 class Faithfulness(Strict):
+    """The circuit C is the heads that carry the answer: name movers, S-inhibition, induction,
+    duplicate-token and previous-token heads. Negative name movers push against it; they are
+    reported as a second figure."""
+
     ablation: str
     model: float = Field(description="F(M): mean logit difference of the whole model")
     circuit: float = Field(description="F(C): with every head outside the circuit ablated")
     empty: float = Field(description="F(∅): with every head ablated")
     ratio: float = Field(description="F(C) / F(M)")
-    n_heads: int
+    with_negative: float = Field(description="F(C ∪ negative name movers) / F(M)")
+    n_heads: int = Field(description="heads in C")
     share_of_heads: float
 
 

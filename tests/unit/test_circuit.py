@@ -62,8 +62,10 @@ def test_the_pipeline_finds_only_the_planted_heads(planted):
     assert abs(direct[1, 2]) > 1e-3  # the last layer's planted head carries the answer directly
     classed = {(h.layer, h.head) for h in res.heads}
     assert classed and classed <= PLANTED
-    assert res.faithfulness.ratio == pytest.approx(1.0, abs=1e-5)  # nothing outside carries anything
-    assert res.faithfulness.n_heads == len(classed)
+    # nothing outside the planted heads carries anything
+    assert res.faithfulness.with_negative == pytest.approx(1.0, abs=1e-5)
+    carrying = {(h.layer, h.head) for h in res.heads if h.role != "negative_name_mover"}
+    assert res.faithfulness.n_heads == len(carrying)
     assert {n.id for n in res.graph.nodes} >= {f"L{l}H{h}" for l, h in classed} | {"logits"}
     assert res.forwards > 0 and res.positions_computed < res.positions_naive
     assert hook_count(planted.model) == 0
@@ -76,4 +78,4 @@ def test_faithfulness_of_the_planted_circuit_holds_under_every_ablation(planted,
                                 params={"threshold": 0.001, "ablation": ablation})
     res = circuit.run(planted, job, no_progress)
     assert res.faithfulness.ablation == ablation
-    assert res.faithfulness.ratio == pytest.approx(1.0, abs=1e-5)
+    assert res.faithfulness.with_negative == pytest.approx(1.0, abs=1e-5)

@@ -14,7 +14,8 @@ corrupted); negative means the head carries the answer.
    Which of the two a head is comes from its attention: from S2 to S1+1 (induction) or to S1
    (duplicate token).
 4. Previous-token heads: heads → the induction heads' keys at S1+1.
-5. Faithfulness: F(C)/F(M), with every head outside the circuit ablated (`ablation`). Knock-outs
+5. Faithfulness: F(C)/F(M), with every head outside the circuit ablated (`ablation`); C is the
+   heads that carry IO (negative name movers are reported as a second figure). Knock-outs
    ablate one class at a time. Backup name movers are heads whose direct effect grows by
    threshold or more once the name movers are knocked out.
 
@@ -256,9 +257,9 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ci
                                 effect=effect) for t in targets]
 
     value_of = _ablation_value(params, runs)
-    circuit = list(classed)
-    outside = [h for h in everyone if h not in classed]
-    f_circuit = _mean_metric(lm, runs, outside, value_of, counts)
+    circuit = [h for h, r in classed.items() if r != "negative_name_mover"]
+    f_circuit = _mean_metric(lm, runs, [h for h in everyone if h not in circuit], value_of, counts)
+    f_negative = _mean_metric(lm, runs, [h for h in everyone if h not in classed], value_of, counts)
     f_empty = _mean_metric(lm, runs, everyone, value_of, counts)
     progress(0.85)
     knockouts = []
@@ -287,7 +288,8 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ci
                             io_prob=sum(r.io_prob for r in runs) / len(runs)),
         direct_effects=direct.view(L, H).tolist(), heads=heads, backup_heads=backups,
         faithfulness=Faithfulness(ablation=params.ablation, model=f_clean, circuit=f_circuit, empty=f_empty,
-                                  ratio=f_circuit / f_clean, n_heads=len(circuit), share_of_heads=len(circuit) / (L * H)),
+                                  ratio=f_circuit / f_clean, with_negative=f_negative / f_clean, n_heads=len(circuit),
+                                  share_of_heads=len(circuit) / (L * H)),
         knockouts=knockouts, graph=Graph(nodes=nodes, edges=edges),
         forwards=counts.forwards, positions_computed=counts.positions, positions_naive=counts.naive,
     )
