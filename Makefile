@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install install-bench install-peers run test bench clean
+.PHONY: install install-bench install-peers install-browser run test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,17 @@ install-peers: $(VENV)/.peers-installed
 run: install
 	$(VENV)/bin/lantern run
 
-test: install $(VENV)/.peers-installed
+# The explorer's browser test (tests/e2e/test_ui.py): Debian's chromium driven by Playwright's Python
+# package (from the dev extra, installed with .venv) pointed at the system executable; never
+# `playwright install` (no browser download). Idempotent: apt runs only when chromium is missing.
+$(VENV)/.browser-installed: $(VENV)/.installed
+	command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
+	$(PY) -c "import playwright.sync_api" || $(PIP) install -q -e '.[dev]'
+	touch $@
+
+install-browser: $(VENV)/.browser-installed
+
+test: install $(VENV)/.peers-installed $(VENV)/.browser-installed
 	$(PY) -m pytest -q
 
 bench: install-bench $(VENV)/.peers-installed

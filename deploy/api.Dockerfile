@@ -9,9 +9,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY service ./service
+COPY lantern ./lantern
 COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py \
      workers/metrics_server.py workers/slots.py ./workers/
-RUN pip install . && python -c "import service.main, workers.webhook_worker, sys; assert 'torch' not in sys.modules"
+RUN pip install . && python -c "import service.main, workers.webhook_worker, lantern.client, sys, importlib.resources as r; assert 'torch' not in sys.modules; assert r.files('service.ui').joinpath('static/index.html').is_file()"
 RUN useradd --uid 10001 --no-create-home lantern
 USER 10001
 EXPOSE 8000

@@ -161,3 +161,11 @@ def test_dashboard_and_rules_name_only_exported_metrics():
         assert topic in titles, topic
     alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
     assert {"LanternQueueBacklog", "LanternJobFailureRate", "LanternNoLiveWorker", "LanternWebhookFailures"} <= alerts
+
+
+def test_api_image_carries_the_explorer_and_the_client():
+    text = (DEPLOY / "api.Dockerfile").read_text()
+    assert "COPY service ./service" in text and "COPY lantern ./lantern" in text  # service/ui/static rides along
+    pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
+    assert '"ui/static/*"' in pyproject and '"lantern*"' in pyproject  # installed as package data
+    assert "static/index.html" in text  # the image build checks the page is installed

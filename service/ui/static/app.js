@@ -118,7 +118,7 @@ function renderJobs() {
     const active = j.status === "queued" || j.status === "started";
     const pct = Math.round((j.progress || 0) * 100);
     return el("tr", { "data-job": j.id, "data-status": j.status, class: state.shown === j.id ? "active" : "" },
-      el("td", {}, el("a", { href: "#" + j.id, onclick: (ev) => { ev.preventDefault(); openJob(j.id); } },
+      el("td", {}, el("a", { href: "#" + j.id, onclick: () => { if (location.hash === "#" + j.id) openJob(j.id); } },
         el("code", { text: j.id.slice(0, 10) }))),
       el("td", { text: j.kind }), el("td", { text: j.model }),
       el("td", { class: "st-" + j.status, text: j.status + (j.cancel_requested && active ? " (cancel asked)" : "") }),
@@ -239,6 +239,7 @@ function init() {
     } catch (e) { formError(e); }
   });
   $("#refresh-jobs").addEventListener("click", refreshJobs);
+  window.addEventListener("hashchange", () => { if (location.hash.length > 1) openJob(location.hash.slice(1)); });
   $("#open-form").addEventListener("submit", (ev) => { ev.preventDefault(); if ($("#open-id").value) openJob($("#open-id").value.trim()); });
   start();
 }

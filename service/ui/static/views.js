@@ -69,7 +69,7 @@
     matrix.forEach((row, i) => row.forEach((v, j) => {
       const fill = v === null ? "#f4f4f4" : o.color ? o.color(v, i, j) : (o.diverging ? diverging(v, scale) : sequential(v, scale));
       const r = s("rect", { x: left + j * cell, y: top + i * cell, width: cell - 1, height: cell - 1, fill,
-        "data-row": i, "data-col": j, "data-value": v, class: "cell" });
+        "data-row": i, "data-col": j, "data-value": v, class: "cell", stroke: "#e6e6e6", "stroke-width": 0.5 });
       if (o.outline && o.outline(i, j)) { r.setAttribute("stroke", "#000"); r.setAttribute("stroke-width", 2); }
       tooltip(r, o.tip ? o.tip(v, i, j) : `${(o.rowLabels || [])[i] ?? i} × ${(o.colLabels || [])[j] ?? j}: ${fmt(v, 4)}`);
       if (o.onclick) { r.style.cursor = "pointer"; r.addEventListener("click", () => o.onclick(i, j)); }
