@@ -1,0 +1,115 @@
+"""Every explorer view draws a result of its kind without error, in a real browser (Debian's chromium
+via Playwright). The results are small hand-made ones, each validated by the kind's result model
+first, so their shapes are the wire contract's; the views with real model output are in test_ui.py."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from schemas.jobs import KINDS
+
+STATIC = Path(__file__).resolve().parents[2] / "service" / "ui" / "static"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKENS = ["<s>", "When", " Mary", " and", " John"]
+
+FAITH = {"replacement": "pad", "ks": [10, 50], "f_input": -0.1, "comprehensiveness": [1.0, 3.0],
+         "sufficiency": [2.0, 0.5], "aopc_comprehensiveness": 2.0, "aopc_sufficiency": 1.25,
+         "deletion_curve": [-0.1, -2.0, -4.0], "deletion_auc": -4.1, "random_deletion_curve": [-0.1, -0.5, -4.0],
+         "random_deletion_auc": -2.6}
+ATTRIBUTION = {"method": "occlusion", "target_metric": "logprob", "input_tokens": TOKENS, "target_tokens": [" Mary"],
+               "target_generated": False, "scores": [[0.0, 0.1, 2.0, -0.5, 0.3]], "target_logprobs": [-0.1],
+               "faithfulness": FAITH}
+
+RESULTS = {
+    "attribution": ATTRIBUTION,
+    "logit_lens": {"tokens": TOKENS, "positions": [3, 4], "target_token": " Mary", "target_id": 5,
+                   "unembedding": "lm_head", "layers": [
+                       {"layer": layer, "site": "resid_post", "top_tokens": [[" a", " b"], [" c", " d"]],
+                        "top_ids": [[1, 2], [3, 4]], "top_probs": [[0.5, 0.2], [0.4, 0.1]],
+                        "target_rank": [3, 0], "target_prob": [0.01, 0.4]} for layer in (0, 1)]},
+    "ffn_projection": {"tokens": TOKENS, "position": 4, "token": " John", "n_values": 8, "projection": "lm_head",
+                       "layers": [{"layer": 2, "update_norm": 3.0, "sub_updates": [
+                           {"index": 5, "coefficient": -1.5, "value_norm": 2.0, "score": 3.0,
+                            "top_tokens": [{"token": " x", "id": 9, "logit": 1.0}]}],
+                           "promoted": [{"token": " y", "id": 3, "logprob_before": -3, "logprob_after": -2, "delta": 1}],
+                           "suppressed": [{"token": " z", "id": 4, "logprob_before": -2, "logprob_after": -3,
+                                           "delta": -1}]}]},
+    "probe": {"site": "attn_head", "position": "last", "layers": [0, 1], "classes": [False, True], "n_examples": 10,
+              "chance": 0.5, "validation": "k-fold (k=2)", "accuracy": [[0.5, 0.9], [0.6, 0.7]],
+              "accuracy_std": [[0.1, 0.0], [0.1, 0.1]],
+              "best": [{"layer": 0, "head": 1, "accuracy": 0.9, "accuracy_std": 0.0}]},
+    "steering_fit": {"profile_id": "sp_" + "0" * 32, "heads": [{"layer": 1, "head": 0, "accuracy": 0.8, "sigma": 1.2}],
+                     "accuracy_grid": [[0.5, 0.6], [0.8, 0.55]], "n_examples": 10, "chance": 0.5,
+                     "validation": "k-fold (k=2)", "direction": "mass_mean"},
+    "attention_patterns": {"n_prompts": 2, "layers": [0, 1], "heads": [0, 1],
+                           "grid": [["vertical", "diagonal"], ["block", "heterogeneous"]],
+                           "patterns": [], "distribution": {"vertical": 0.25, "diagonal": 0.25, "block": 0.25,
+                                                            "heterogeneous": 0.25}, "thresholds": {}},
+    "knowledge_neurons": {"answer_tokens": [" Paris"], "neurons": [{"layer": 27, "index": 100, "score": 0.9},
+                                                                   {"layer": 29, "index": 7, "score": 0.4}],
+                          "sharing_ratio": 0.7, "coarse_counts": [3, 4],
+                          "prompts": [{"prompt": "The capital of France is", "prob": 0.5, "suppressed": 0.2,
+                                       "enhanced": 0.7, "random_suppressed": 0.49}],
+                          "controls": [], "summary": {"suppress": -0.6}},
+    "knowledge_edit": {"edit_id": "ed_" + "0" * 32, "operation": "suppress",
+                       "neurons": [{"layer": 27, "index": 100}], "located": True,
+                       "reliability": {"score": 1.0, "prob_before": 0.5, "prob_after": 0.1, "prompts": []}},
+    "circuit": {"pairs": [], "behaviour": {"logit_diff": 2.0, "io_above_s": 0.9, "io_prob": 0.3,
+                                           "corrupted_logit_diff": 0.1},
+                "direct_effects": [[0.0, 0.1], [0.5, -0.2]],
+                "heads": [], "backup_heads": [],
+                "faithfulness": {"ablation": "mean", "model": 2.0, "circuit": 1.6, "empty": 0.1, "ratio": 0.8, "with_negative": 0.85,
+                                 "n_heads": 2, "share_of_heads": 0.5},
+                "knockouts": [{"role": "name_mover", "heads": ["L1H0"], "logit_diff": 1.0, "drop": 0.5}],
+                "graph": {"nodes": [{"id": "L0H1", "layer": 0, "head": 1, "role": "s_inhibition"},
+                                    {"id": "L1H0", "layer": 1, "head": 0, "role": "name_mover"},
+                                    {"id": "logits", "role": "logits"}],
+                          "edges": [{"source": "L0H1", "target": "L1H0", "via": "q", "effect": 0.3},
+                                    {"source": "L1H0", "target": "logits", "via": "logits", "effect": 0.5}]},
+                "forwards": 10, "positions_computed": 100, "positions_naive": 200},
+    "generate": {"text": " Paris.", "tokens": [" Paris", "."], "token_ids": [1, 2], "token_logprobs": [-0.1, -1.0],
+                 "finish_reason": "length", "prompt_tokens": 5, "baseline_text": " Rome.",
+                 "baseline_tokens": [" Rome", "."], "baseline_token_ids": [3, 2], "baseline_token_logprobs": [-2, -1]},
+    "activation_patching": {"clean_tokens": TOKENS, "corrupted_tokens": TOKENS, "n_pairs": 1, "metric": "logit_diff",
+                            "clean_metric": 3.0, "corrupted_metric": -1.0, "axes": ["layer", "head", "position"],
+                            "layers": [0, 1], "heads": [0, 1], "positions": [3, 4],
+                            "effects": [[[0.1, 0.2], [0.0, 0.9]], [[0.3, -0.1], [0.5, 0.2]]],
+                            "forwards": 9, "positions_computed": 40, "positions_naive": 80},
+}
+
+
+@pytest.fixture(scope="module")
+def blank_page():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="make test installs playwright (dev extra)")
+    if CHROMIUM is None:
+        pytest.fail("no chromium on PATH: `make test` installs it (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_content("<html><body><div id='v'></div></body></html>")
+        page.add_script_tag(path=str(STATIC / "views.js"))
+        yield page
+        browser.close()
+
+
+@pytest.mark.parametrize("kind", sorted(RESULTS))
+def test_view_draws_its_kind(blank_page, kind):
+    KINDS[kind].result.model_validate(RESULTS[kind])  # the shape is the wire contract's
+    text = blank_page.evaluate(
+        """([kind, result]) => { const el = document.getElementById('v'); el.replaceChildren();
+             window.LanternViews[kind](el, result, {}); return el.innerText; }""", [kind, RESULTS[kind]])
+    assert "could not draw" not in text, text
+    assert blank_page.locator("#v svg, #v table, #v .side").count() >= 1  # a chart, table or the two texts
+
+
+def test_methods_side_by_side_with_faithfulness(blank_page):
+    views = [{"status": "finished", "result": {**ATTRIBUTION, "method": m}} for m in ("saliency", "occlusion")]
+    text = blank_page.evaluate(
+        """(views) => { const el = document.getElementById('v'); el.replaceChildren();
+             window.LanternViews.compare(el, views); return el.innerText; }""", views)
+    assert blank_page.locator("#v [data-method]").count() == 2
+    assert blank_page.locator("#v .attr-cell").count() == 2 * len(TOKENS)
+    assert "comprehensiveness AOPC" in text and "2.000" in text and "1.250" in text
