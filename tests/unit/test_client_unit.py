@@ -79,3 +79,16 @@ def test_heatmap_colours_each_token():
     assert text.count("\x1b[48;5;") == 3
     assert ansi_bg(1.0, 1.0) == 16 + 36 * 5 and ansi_bg(-1.0, 1.0) == 16 + 5 and ansi_bg(0.0, 1.0) == 231
     assert "\x1b[" not in heatmap(res, color=False)
+
+
+def test_notebook_html_for_attention_and_other_kinds():
+    from service.client import result_type
+
+    res = result_type("attention").model_validate({
+        "tokens": ["<s>", "a", "b"], "token_classes": ["special", "other", "other"], "heads": [0, 1], "kv_heads": [0, 0],
+        "layers": [{"layer": 0, "weights": [[[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]]] * 2}]})
+    html = res._repr_html_()
+    assert html.count("<svg") == 2 and "L0" in html and "H1" in html
+    assert result_type("generate").model_validate({
+        "text": "x", "tokens": ["x"], "token_ids": [1], "token_logprobs": [-1.0], "finish_reason": "length",
+        "prompt_tokens": 2})._repr_html_() is None  # no HTML: the notebook shows the repr
