@@ -11,7 +11,8 @@ from typing import Any
 IOI_PROMPT = "When Mary and John went to the store, John gave a drink to"
 _TF = [  # true/false statements for probe and steering_fit
     ("The capital of France is Paris.", True), ("The capital of France is Rome.", False),
-    ("Water boils at 100 degrees Celsius at sea level.", True), ("Water boils at 10 degrees Celsius at sea level.", False),
+    ("Water boils at 100 degrees Celsius at sea level.", True),
+    ("Water boils at 10 degrees Celsius at sea level.", False),
     ("The Earth orbits the Sun.", True), ("The Sun orbits the Earth.", False),
     ("Two plus two is four.", True), ("Two plus two is five.", False),
     ("Cats are mammals.", True), ("Cats are reptiles.", False),

@@ -64,7 +64,8 @@ class ProgressBar:
     def __call__(self, job: Job) -> None:
         p = job.progress or 0.0
         filled = int(round(p * self.width))
-        where = f" (queue position {job.queue_position})" if job.status == "queued" and job.queue_position is not None else ""
+        queued = job.status == "queued" and job.queue_position is not None
+        where = f" (queue position {job.queue_position})" if queued else ""
         self.stream.write(f"\r{job.id[:12]} [{'#' * filled}{'.' * (self.width - filled)}] {p * 100:5.1f}% "
                           f"{job.status}{where}   ")
         if job.done:

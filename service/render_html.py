@@ -19,7 +19,8 @@ def diverging(score: float, scale: float) -> str:
 
 
 def _token(t: str) -> str:
-    return escape(t.replace("\n", "\\n")).replace(" ", "&#x2423;", 1) if t.startswith(" ") else escape(t.replace("\n", "\\n"))
+    shown = escape(t.replace("\n", "\\n"))
+    return shown.replace(" ", "&#x2423;", 1) if t.startswith(" ") else shown  # a visible leading space
 
 
 def attribution(result: dict[str, Any]) -> str:

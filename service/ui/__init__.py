@@ -52,7 +52,8 @@ def add_result_schemas(doc: dict[str, Any]) -> dict[str, Any]:
     real result types. Pydantic's qualified names for clashing models (two `Faithfulness`) are
     renamed after their kind's module (`AttributionFaithfulness`)."""
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    _, top = models_json_schema([(spec.result, "serialization") for spec in KINDS.values()], ref_template=REF + "{model}")
+    _, top = models_json_schema([(spec.result, "serialization") for spec in KINDS.values()],
+                                ref_template=REF + "{model}")
     defs = top.get("$defs", {})
     names = {n: "".join(w.capitalize() for w in n.split("__")[-2].split("_")) + n.split("__")[-1]
              for n in defs if "__" in n}
