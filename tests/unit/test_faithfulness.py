@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from schemas.jobs import parse_job
-from workers.faithfulness import KS, auc, evaluate, faithfulness_masks
+from workers.perturbation.faithfulness import KS, auc, evaluate, faithfulness_masks
 from workers.methods.attribution import run
 from workers.perturbation.units import Units
 from workers.progress import no_progress

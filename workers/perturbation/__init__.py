@@ -2,7 +2,8 @@
 
 `run` is called by `workers.methods.attribution.run` for the perturbation methods; modules:
 `units` (what is removed and what replaces it), `batched` (`MaskScorer`), `occlusion`, `lime`,
-`kernel_shap`.
+`kernel_shap`, and `faithfulness` (deletion/insertion checks of any method's scores, through the same
+`MaskScorer`; it lives here, below this module, so the package and it import in one direction).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from schemas.kinds.attribution import (
     AttributionParams, AttributionResult, Efficiency, PerturbationStats, Surrogate,
 )
 from schemas.limits import Limits, over
-from workers import faithfulness
+from workers.perturbation import faithfulness
 from workers.errors import BadInput
 from workers.models.loading import LM
 from workers.perturbation.batched import MaskScorer
