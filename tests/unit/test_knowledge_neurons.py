@@ -10,6 +10,7 @@ import torch
 
 from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams, LocateParams
 from workers.ffn import clean_activations, ffn_integrated_gradients, ffn_out_modules, scale_deltas, value_deltas
+from workers import knowledge
 from workers.hooks import hook_count, hooks
 from workers.methods import knowledge_neurons as kn
 from workers.progress import no_progress
@@ -175,8 +176,8 @@ def test_builtin_controls_filter_by_default_and_are_cached(tiny_llama, monkeypat
                            avoid=CONTROL_PROMPTS[1:], boost=1.0)
     assert lm.token_strings([kn.next_token(lm, lm.encode(CONTROL_PROMPTS[0]).ids)]) == [" Mary"]
     calls = []
-    real = kn.fact_attributions
-    monkeypatch.setattr(kn, "fact_attributions", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    real = knowledge.fact_attributions
+    monkeypatch.setattr(knowledge, "fact_attributions", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     inp = KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary")
     on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)  # the default
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
@@ -218,19 +219,19 @@ def test_refine_filters_controls_before_the_adaptive_ratio():
     contrast[:2, 0, 1] = 0.5  # neuron 1: for two
     contrast[0, 0, 3] = 0.15  # neuron 3: for one, over 0.1 × max but under 0.2
     contrast[:, 0, 2] = 0.05  # neuron 2: under 0.1 × max everywhere
-    plain = kn.refine(scores, LocateParams(target_count=(2, 6)))
+    plain = knowledge.refine(scores, LocateParams(target_count=(2, 6)))
     assert len(plain.neurons) == 6 and plain.filtered is None
-    default = kn.refine(scores, LocateParams(target_count=(2, 6)), contrast)  # 0.1 × max, any one control
+    default = knowledge.refine(scores, LocateParams(target_count=(2, 6)), contrast)  # 0.1 × max, any one control
     assert [n.index for n in default.neurons] == [2, 4, 5]
     assert [(n.index, n.controls) for n in default.filtered] == [(0, [0]), (1, [0, 1]), (3, [0])]
     assert default.filtered_count == 3
-    loose = kn.refine(scores, LocateParams(target_count=(2, 6), contrast_threshold=0.2), contrast)
+    loose = knowledge.refine(scores, LocateParams(target_count=(2, 6), contrast_threshold=0.2), contrast)
     assert [n.index for n in loose.neurons] == [2, 3, 4, 5]
-    half = kn.refine(scores, LocateParams(target_count=(2, 6), contrast_ratio=0.5), contrast)
+    half = knowledge.refine(scores, LocateParams(target_count=(2, 6), contrast_ratio=0.5), contrast)
     assert [n.index for n in half.neurons] == [0, 2, 3, 4, 5] and half.filtered_count == 1
     # filtered first, then the adaptive ratio: with 4 left below the target [5, 6] it steps down to 0.5,
     # where the one-prompt neuron 6 joins
-    down = kn.refine(scores, LocateParams(target_count=(5, 6), contrast_threshold=0.2), contrast)
+    down = knowledge.refine(scores, LocateParams(target_count=(5, 6), contrast_threshold=0.2), contrast)
     assert {n.index for n in down.neurons} == {2, 3, 4, 5, 6} and down.sharing_ratio == pytest.approx(0.5)
     for bad in ({"contrast_ratio": 0.0}, {"contrast_threshold": 1.5}, {"filter_control": True}):  # misspelt: refused
         with pytest.raises(ValueError):
@@ -243,14 +244,14 @@ def test_refine_thresholds_and_adaptive_sharing():
     scores[:3, 1, 3] = 0.5  # on 3 of 4 prompts
     scores[:2, 1, 5] = 0.5  # on 2 of 4
     scores[:, 0, 7] = 0.1  # under 0.2 × max everywhere
-    fixed = kn.refine(scores, LocateParams(sharing_ratio=0.5))
+    fixed = knowledge.refine(scores, LocateParams(sharing_ratio=0.5))
     assert {(n.layer, n.index) for n in fixed.neurons} == {(0, 0), (1, 3), (1, 5)}
     assert fixed.coarse_counts == [3, 3, 2, 1]
     # adaptive, target [1, 2]: 0.7 keeps 2 (shares 1.0 and 0.75) -> in range
-    adaptive = kn.refine(scores, LocateParams(target_count=(1, 2)))
+    adaptive = knowledge.refine(scores, LocateParams(target_count=(1, 2)))
     assert [(n.layer, n.index) for n in adaptive.neurons] == [(0, 0), (1, 3)] and adaptive.sharing_ratio == 0.7
     # adaptive, target [3, 5]: steps down to 0.5, where the 2-of-4 neuron joins
-    down = kn.refine(scores, LocateParams(target_count=(3, 5)))
+    down = knowledge.refine(scores, LocateParams(target_count=(3, 5)))
     assert len(down.neurons) == 3 and down.sharing_ratio == pytest.approx(0.5)
     assert down.neurons[0].score == 1.0  # sorted by mean score
 

@@ -30,7 +30,7 @@ from workers.artifacts import ArtifactStore, job_store
 from workers.edits import ARTIFACT_KIND, to_data
 from workers.errors import BadInput
 from workers.ffn import ValueDelta, clean_activations, ffn_out_modules, n_neurons, scale_deltas
-from workers.methods.knowledge_neurons import (answer_scores, encode_answer, encode_prompts, locate)
+from workers.knowledge import answer_scores, encode_answer, encode_prompts, locate
 from workers.models.loading import LM
 from workers.progress import Progress
 
