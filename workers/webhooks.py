@@ -36,6 +36,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
 
+from common.tenants import parse_secrets  # the same `tenant=secret` format as the API
 from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_secret_key
 from schemas.webhook_events import build_entry, message_id  # noqa: F401  (message_id: re-exported)
 from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
@@ -125,8 +126,6 @@ class Deliverer:
         self.redis = connection
         self.settings = settings or WebhookSettings()
         self.networks = parse_networks(self.settings.webhook_allowed_networks)
-        from service.auth import parse_secrets  # the same `tenant=secret` format as the API
-
         self.tenant_secrets = parse_secrets(self.settings.webhook_secrets)
         self.resolve = resolve
         self.client = httpx.Client(follow_redirects=False, timeout=self.settings.webhook_timeout_s,

@@ -110,6 +110,45 @@ def test_api_image_copies_every_workers_module_the_webhook_worker_imports():
     assert needed <= copied, sorted(needed - copied)
 
 
+def _our_file(name: str) -> Path | None:
+    base = DEPLOY.parent / name.replace(".", "/")
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+
+def _reached(module: str, seen: set[str]) -> set[str]:
+    """`module` and every module of ours it imports, transitively (imports inside functions included)."""
+    import ast
+
+    if module in seen or (path := _our_file(module)) is None:
+        return seen
+    seen.add(module)
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                 if isinstance(node, ast.ImportFrom) and node.module else [])
+        for name in names:
+            _reached(name, seen)
+    return seen
+
+
+def _copied_packages(dockerfile: str) -> set[str]:
+    """Top-level folders an image copies whole (`COPY x ./x`)."""
+    return {m.group(1) for m in re.finditer(r"^COPY (\w+) \./\1$", (DEPLOY / dockerfile).read_text(), re.M)}
+
+
+@pytest.mark.parametrize("dockerfile, entries", [
+    ("api.Dockerfile", ("service.main", "service.cli", "lantern.client", "workers.webhook_worker", "workers.reaper")),
+    ("worker.Dockerfile", ("workers.main", "service.cli")),
+])
+def test_each_image_copies_every_package_its_processes_import(dockerfile, entries):
+    """Whole packages (the API image's hand-picked workers/ files are checked above), and pyproject installs them."""
+    reached = {m.split(".")[0] for e in entries for m in _reached(e, set())}
+    partial = {"workers"} if dockerfile == "api.Dockerfile" else set()
+    assert reached - partial <= _copied_packages(dockerfile), sorted(reached - partial - _copied_packages(dockerfile))
+    include = re.search(r"^include = (\[.*\])$", (DEPLOY.parent / "pyproject.toml").read_text(), re.M).group(1)
+    assert all(f'"{p}*"' in include for p in reached), (reached, include)
+
+
 def test_alert_rules_pass_promtool():
     promtool = shutil.which("promtool")
     if promtool is None:
