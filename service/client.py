@@ -22,7 +22,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -59,6 +59,12 @@ def _retry_after(response: httpx.Response) -> float | None:
         return float(response.headers["retry-after"])
     except (KeyError, ValueError):
         return None
+
+
+def _poll_args(wait: float, read_timeout: float | None) -> dict[str, Any]:
+    """Query and timeout of `GET /v1/jobs/{id}`: `wait` > 0 long-polls, and the read may take that much longer."""
+    return {"params": {"wait": f"{wait:.3f}"} if wait > 0 else None,
+            "timeout": read_timeout + wait + 5 if read_timeout is not None else None}
 
 
 def _check(response: httpx.Response) -> httpx.Response:
@@ -129,6 +135,40 @@ class _JobBase:
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.kind} {self.status} progress={self.progress}>"
 
+    def _waiting(self, timeout: float | None) -> Generator[tuple[str, float], Any, None]:
+        """The wait loop of `Job.wait` and `AsyncJob.wait`, without I/O: it yields ("get", seconds to
+        long-poll) and is sent back (view, Retry-After) or the `LanternError`; it yields ("sleep",
+        seconds) and ("progress", 0) when the view changed; it ends when the job does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            remaining = MAX_WAIT_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"job {self.id} is still {self.status} after {timeout} s")
+            ask = min(MAX_WAIT_S, remaining)
+            started = time.monotonic()
+            got = yield "get", ask
+            if isinstance(got, LanternError):
+                if got.status in (429, 503) and got.retry_after is not None:
+                    yield "sleep", min(got.retry_after, max(remaining, 0))
+                    continue
+                raise got
+            view, retry = got
+            changed = self._update(view)
+            if changed:
+                yield "progress", 0.0
+            held = time.monotonic() - started
+            if not changed and not self.done and retry and held < ask / 2:  # a server that did not hold it
+                yield "sleep", min(retry, max(remaining - held, 0))
+
+
+def _next(plan: Generator[tuple[str, float], Any, None], reply: Any) -> tuple[str, float] | None:
+    """The plan's next step after `reply` (None: the wait is over; the plan's errors propagate)."""
+    try:
+        return plan.send(reply)
+    except StopIteration:
+        return None
+
+
 
 class Job(_JobBase):
     def __init__(self, client: Client, view: dict[str, Any]):
@@ -143,26 +183,19 @@ class Job(_JobBase):
     def wait(self, timeout: float | None = None, on_progress: Callable[[Job], Any] | None = None) -> Job:
         """Until the job ends (finished, failed or canceled); `TimeoutError` after `timeout` seconds.
         `on_progress(job)` is called whenever status, progress or queue position change."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
-            remaining = MAX_WAIT_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"job {self.id} is still {self.status} after {timeout} s")
-            ask = min(MAX_WAIT_S, remaining)
-            started = time.monotonic()
-            try:
-                view, retry = self.client._get_view(self.id, ask)
-            except LanternError as e:
-                if e.status in (429, 503) and e.retry_after is not None:
-                    time.sleep(min(e.retry_after, max(remaining, 0)))
-                    continue
-                raise
-            changed = self._update(view)
-            if changed and on_progress is not None:
+        plan, reply = self._waiting(timeout), None
+        while (step := _next(plan, reply)) is not None:
+            action, arg = step
+            reply = None
+            if action == "get":
+                try:
+                    reply = self.client._get_view(self.id, arg)
+                except LanternError as e:
+                    reply = e
+            elif action == "sleep":
+                time.sleep(arg)
+            elif on_progress is not None:
                 on_progress(self)
-            held = time.monotonic() - started
-            if not changed and not self.done and retry and held < ask / 2:  # a server that did not hold it
-                time.sleep(min(retry, max(remaining - held, 0)))
         return self
 
     def cancel(self) -> Job:
@@ -194,9 +227,7 @@ class Client:
         return _check(self.http.request(method, path, **kw))
 
     def _get_view(self, job_id: str, wait: float) -> tuple[dict[str, Any], float | None]:
-        params = {"wait": f"{wait:.3f}"} if wait > 0 else None
-        r = self._call("GET", f"/v1/jobs/{job_id}", params=params, timeout=self.http.timeout.read + wait + 5
-                       if self.http.timeout.read is not None else None)
+        r = self._call("GET", f"/v1/jobs/{job_id}", **_poll_args(wait, self.http.timeout.read))
         return r.json(), _retry_after(r)
 
     def submit(self, kind: str, model: str, input: dict[str, Any], params: dict[str, Any] | None = None,
@@ -260,28 +291,19 @@ class AsyncJob(_JobBase):
     async def wait(self, timeout: float | None = None,
                    on_progress: Callable[[AsyncJob], Any | Awaitable[Any]] | None = None) -> AsyncJob:
         """As `Job.wait`; `on_progress` may be a coroutine function."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.done:
-            remaining = MAX_WAIT_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"job {self.id} is still {self.status} after {timeout} s")
-            ask = min(MAX_WAIT_S, remaining)
-            started = time.monotonic()
-            try:
-                view, retry = await self.client._get_view(self.id, ask)
-            except LanternError as e:
-                if e.status in (429, 503) and e.retry_after is not None:
-                    await asyncio.sleep(min(e.retry_after, max(remaining, 0)))
-                    continue
-                raise
-            changed = self._update(view)
-            if changed and on_progress is not None:
-                out = on_progress(self)
-                if asyncio.iscoroutine(out):
-                    await out
-            held = time.monotonic() - started
-            if not changed and not self.done and retry and held < ask / 2:
-                await asyncio.sleep(min(retry, max(remaining - held, 0)))
+        plan, reply = self._waiting(timeout), None
+        while (step := _next(plan, reply)) is not None:
+            action, arg = step
+            reply = None
+            if action == "get":
+                try:
+                    reply = await self.client._get_view(self.id, arg)
+                except LanternError as e:
+                    reply = e
+            elif action == "sleep":
+                await asyncio.sleep(arg)
+            elif on_progress is not None and asyncio.iscoroutine(out := on_progress(self)):
+                await out
         return self
 
     async def cancel(self) -> AsyncJob:
@@ -312,9 +334,7 @@ class AsyncClient:
         return _check(await self.http.request(method, path, **kw))
 
     async def _get_view(self, job_id: str, wait: float) -> tuple[dict[str, Any], float | None]:
-        params = {"wait": f"{wait:.3f}"} if wait > 0 else None
-        r = await self._call("GET", f"/v1/jobs/{job_id}", params=params, timeout=self.http.timeout.read + wait + 5
-                             if self.http.timeout.read is not None else None)
+        r = await self._call("GET", f"/v1/jobs/{job_id}", **_poll_args(wait, self.http.timeout.read))
         return r.json(), _retry_after(r)
 
     async def submit(self, kind: str, model: str, input: dict[str, Any], params: dict[str, Any] | None = None,
