@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from schemas.facts import Facts
 
 # A prompt is bounded in characters here (cheap, before any tokenizer); the token limit
 # (`Limits.max_prompt_tokens`) is checked with the model's own tokenizer.
@@ -58,6 +61,16 @@ class TextInput(Strict):
         if self.messages is not None and not any(m.content for m in self.messages):
             raise ValueError("`messages` has no content")
         return self
+
+    def chat_errors(self, facts: Facts, loc: list[str | int]) -> list[FieldError]:
+        """`messages` need the model's chat template (`loc`: where this input sits)."""
+        if self.messages is not None and facts.has_chat_template is False:
+            return [FieldError(loc=[*loc, "messages"], msg="this model has no chat template; send `prompt`",
+                               type="no_chat_template")]
+        return []
+
+    def over_facts(self, facts: Facts) -> list[FieldError]:
+        return self.chat_errors(facts, ["input"])
 
 
 class Provenance(BaseModel):

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Union
 from pydantic import AnyHttpUrl, BaseModel, Field, JsonValue, TypeAdapter, create_model
 
 from schemas.common import FieldError, ModelId, Problem, Strict
+from schemas.facts import Facts
 from schemas.kinds import (
     activation_patching,
     attention,
@@ -97,6 +98,16 @@ class JobBase(Strict):
                 errors.extend(check(limits))
         return errors
 
+    def over_facts(self, facts: Facts) -> list[FieldError]:
+        """Indices and params the model's facts, the prompt's length or the input itself rule out
+        (schemas/facts.py): the input's hook gets the facts, the params' hook the facts and the input."""
+        errors: list[FieldError] = []
+        if (check := getattr(self.input, "over_facts", None)) is not None:  # type: ignore[attr-defined]
+            errors.extend(check(facts))
+        if (check := getattr(self.params, "over_facts", None)) is not None:  # type: ignore[attr-defined]
+            errors.extend(check(facts, self.input))  # type: ignore[attr-defined]
+        return errors
+
 
 def _job_model(kind: str, spec: KindSpec) -> type[JobBase]:
     name = "".join(w.capitalize() for w in kind.split("_")) + "Job"
@@ -122,6 +133,13 @@ class JobLinks(BaseModel):
     self: str
 
 
+class JobWarning(BaseModel):
+    """Something the caller should know about an accepted job (it does not stop the job)."""
+
+    type: str = Field(description="a stable slug, e.g. `no-live-worker`")
+    detail: str
+
+
 class JobView(BaseModel):
     id: str
     kind: str
@@ -138,6 +156,8 @@ class JobView(BaseModel):
     # strict renderer (service/responses.py) refuses it instead of answering `null` for a number.
     result: dict[str, JsonValue] | None = None
     error: Problem | None = None
+    warnings: list[JobWarning] = Field(
+        default_factory=list, description="e.g. `no-live-worker`: queued for a model no live worker holds now")
     links: JobLinks
 
 

@@ -1,7 +1,8 @@
 """Limits shared by the API (checked at submit) and the workers (checked again at run time).
 
 Every limit is a setting (env `LANTERN_<NAME>`) with a safe default; the hard caps in the kind
-schemas are the outer bound no setting can lift.
+schemas are the outer bound no setting can lift. A field bounded by a setting says which one
+(`limited(name)` in its `json_schema_extra`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,18 @@ class Limits(BaseSettings):
     max_samples: int = Field(2048, ge=1)
     max_result_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
+
+
+LIMIT_KEY = "x-limit"
+
+
+def limited(name: str) -> dict[str, str]:
+    """`json_schema_extra` of a field bounded by the setting `name` (its `le`/`max_length` stays the
+    hard cap): the API shows the configured value in its OpenAPI document and names the setting when
+    a value is over either (service/setting_limits.py). Names the setting, never reads it."""
+    if name not in Limits.model_fields:
+        raise ValueError(f"no limit setting {name!r}")
+    return {LIMIT_KEY: name}
 
 
 def over(loc: list[str | int], value: int, limit_name: str, limit: int) -> FieldError:

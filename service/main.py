@@ -26,14 +26,15 @@ from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
 from service.responses import StrictJSONResponse
 from service.routes import artifacts, health, jobs, models
+from service.setting_limits import apply_to_openapi, name_limits
 from service.tokens import TokenCounter
 
 log = logging.getLogger("lantern.api")
 
 
-def _field_errors(exc: RequestValidationError) -> list[FieldError]:
+def _field_errors(exc: RequestValidationError, limits: Limits) -> list[FieldError]:
     out = []
-    for e in exc.errors():
+    for e in name_limits(exc.errors(), limits):  # over a hard cap: named as the setting that applies
         ctx = {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
                for k, v in (e.get("ctx") or {}).items()}
         out.append(FieldError(loc=[p if isinstance(p, (str, int)) else str(p) for p in e["loc"]],
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        errors = _field_errors(exc)
+        errors = _field_errors(exc, limits)
         if any(e.type == "json_invalid" for e in errors):
             return problem_response(Problem(type=PROBLEM_BASE + "malformed-json", title="The body is not valid JSON",
                                             status=400, detail=errors[0].msg, errors=errors))
@@ -98,6 +99,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, models.router, artifacts.router, health.router):
         app.include_router(router)
     docs.install(app)  # /docs (Swagger UI, no CDN), /problems/<slug> (the problem type pages)
+
+    def openapi() -> dict:  # the configured limits in place of the schemas' hard caps
+        if app.openapi_schema is None:
+            app.openapi_schema = apply_to_openapi(FastAPI.openapi(app), limits)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     ui.install(app)  # /ui (the explorer page); result schemas in the OpenAPI document
     app.add_middleware(RouteRecorder)  # innermost: the router's match, for HttpMetricsMiddleware
     app.add_middleware(JsonBodies)

@@ -22,7 +22,7 @@ from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
 from schemas.common import Problem
-from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView
+from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView, JobWarning
 from schemas.keys import (WEBHOOK_QUEUE, WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key,
                           webhook_secret_key)
 from schemas.webhook_events import build_entry
@@ -91,7 +91,8 @@ class JobQueue:
             return None
         return job if job.meta.get("owner") == owner else None
 
-    def view_of(self, job: Job, with_result: bool = True) -> JobView:
+    def view_of(self, job: Job, with_result: bool = True, live: set[str] | None = None) -> JobView:
+        """The job's view; `live`: the model ids live workers hold (looked up when needed and not given)."""
         rq_status = job.get_status(refresh=False)
         status = _STATUS.get(rq_status, JobStatus.queued)
         if job.meta.get("canceled"):
@@ -107,14 +108,24 @@ class JobQueue:
         # a running job stops at its next cancel check (workers/progress.py); until then, say it is asked
         cancel_requested = status is JobStatus.canceled or (
             status is JobStatus.started and bool(self.redis.exists(cancel_key(job.id))))
+        model = job.meta.get("model", "?")
+        warnings = []
+        if status is JobStatus.queued and model not in (self.live_model_ids() if live is None else live):
+            warnings.append(self._no_worker(model))
         return JobView(
-            id=job.id, kind=job.meta.get("kind", "?"), model=job.meta.get("model", "?"), status=status,
+            id=job.id, kind=job.meta.get("kind", "?"), model=model, status=status,
             created_at=_utc(job.created_at), started_at=_utc(job.started_at), finished_at=_utc(job.ended_at),
             progress=progress if status is not JobStatus.queued else 0.0,
             queue_position=job.get_position() if status is JobStatus.queued else None,
             cancel_requested=cancel_requested,
-            result=result, error=error, links=JobLinks(self=f"/v1/jobs/{job.id}"),
+            result=result, error=error, warnings=warnings, links=JobLinks(self=f"/v1/jobs/{job.id}"),
         )
+
+    def _no_worker(self, model: str) -> JobWarning:
+        return JobWarning(type="no-live-worker", detail=(
+            f"no live worker holds {model} (none has sent a heartbeat within its TTL): the job waits in the "
+            f"queue until one starts, and is dropped if none starts it within "
+            f"queued_ttl_s={self.settings.queued_ttl_s}"))
 
     def _error(self, job: Job, status: JobStatus) -> Problem:
         if raw := job.meta.get("error"):
@@ -137,7 +148,8 @@ class JobQueue:
         gone = [i for i, j in zip(ids, jobs) if j is None]
         if gone:
             self.redis.zrem(index, *gone)
-        return [self.view_of(j, with_result=False) for j in jobs if j is not None], len(ids) > limit
+        live = self.live_model_ids()
+        return [self.view_of(j, with_result=False, live=live) for j in jobs if j is not None], len(ids) > limit
 
     # -- cancel ---------------------------------------------------------------------------------
     def cancel(self, job: Job) -> JobView:
@@ -172,6 +184,14 @@ class JobQueue:
         else:
             estimate = avg_s * (1.0 - (view.progress or 0.0))
         return int(min(60, max(1, math.ceil(estimate))))
+
+    def live_model_ids(self) -> set[str]:
+        """Model ids some live worker holds (its heartbeat key has not expired)."""
+        return {m for w in self.live_workers() for m in w["model_ids"]}
+
+    def model_facts(self, model: str) -> dict | None:
+        """The facts a live worker publishes for `model` (`LM.facts()`); None: no live worker holds it."""
+        return next((m for w in self.live_workers() for m in w.get("models", []) if m.get("id") == model), None)
 
     def live_workers(self) -> list[dict]:
         keys = list(self.redis.scan_iter(match=WORKER_PATTERN, count=500))

@@ -9,6 +9,7 @@ has started, the check is left to the worker (which always checks again).
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 
@@ -40,6 +41,7 @@ class TokenCounter:
         self.redis = connection
         self._cache: dict[str, _Loaded] = {}
         self._jinja = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        self._last = threading.local()
 
     def _get(self, model: str) -> _Loaded | None:
         now = time.monotonic()
@@ -55,10 +57,22 @@ class TokenCounter:
         raw = json.loads(self.redis.get(tokenizer_key(model)) or b"{}")
         if "tokenizer" not in raw:
             return None
-        loaded = _Loaded(digest, Tokenizer.from_str(raw["tokenizer"]), raw.get("chat_template"),
-                         raw.get("special", {}), now)
+        tokenizer = Tokenizer.from_str(raw["tokenizer"])
+        tokenizer.no_padding()  # a tokenizer.json may pad and truncate (all-MiniLM-L6-v2's: to 128); a
+        tokenizer.no_truncation()  # prompt counts as the tokens it has (workers encode it the same way)
+        loaded = _Loaded(digest, tokenizer, raw.get("chat_template"), raw.get("special", {}), now)
         self._cache[model] = loaded
         return loaded
+
+    def count(self, model: str, text: TextInput) -> int | None:
+        """Tokens of `text` as the model's workers encode it; None: no tokenizer published yet. The
+        last count of each thread is kept, so the checks of one request encode its prompt once."""
+        last = getattr(self._last, "entry", None)
+        if last is not None and last[0] == model and last[1] is text:  # held here: its id is not reused
+            return last[2]
+        n = self._count(model, text)
+        self._last.entry = (model, text, n)
+        return n
 
     def _render(self, loaded: _Loaded, text: TextInput) -> str | None:
         """The text the model reads: the prompt, or the chat rendered with its template (None: the
@@ -77,7 +91,7 @@ class TokenCounter:
         rendered = self._render(loaded, text)
         return None if rendered is None else len(rendered)
 
-    def count(self, model: str, text: TextInput) -> int | None:
+    def _count(self, model: str, text: TextInput) -> int | None:
         loaded = self._get(model)
         if loaded is None:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schemas.common import FieldError, TextInput
+from schemas.facts import out_of_range
 from schemas.limits import Limits, over
 from workers.errors import BadInput
 from workers.models.loading import LM, Encoded
@@ -43,15 +44,15 @@ def word_spans(enc: Encoded) -> list[tuple[int, int]]:
     return spans
 
 
-def resolve_indices(selected: list[int] | None, size: int, loc: list[str | int], what: str) -> list[int]:
+def resolve_indices(selected: list[int] | None, size: int, loc: list[str | int], what: str,
+                    fact: str | None = None) -> list[int]:
     """Layer, head or position indices (negative counts from the end) -> sorted unique indices in
-    [0, size); None selects all. Out of range is a BadInput naming the field."""
+    [0, size), `size` being the fact `fact` (n_layers, n_heads, n_tokens); `selected` None selects
+    all. Out of range is a BadInput naming the field."""
     if selected is None:
         return list(range(size))
-    bad = [i for i in selected if not -size <= i < size]
-    if bad:
-        msg = f"{what} {bad} out of range: the model has {size} (use 0..{size - 1} or negatives from the end)"
-        raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="out_of_range", ctx={"size": size})])
+    if (err := out_of_range(selected, size, loc, what, fact)) is not None:  # as the API checks at submit
+        raise BadInput(err.msg, [err])
     return sorted({i % size for i in selected})
 
 
@@ -62,5 +63,5 @@ def encode_for_dissection(lm: LM, request, limits: Limits) -> tuple[Encoded, dic
     facts = lm.facts()
     if errors := list(request.params.over_result_limit(len(enc.ids), facts, limits)):
         raise BadInput(errors[0].msg, errors)
-    layers = resolve_indices(request.params.layers, facts["n_layers"], ["params", "layers"], "layers")
+    layers = resolve_indices(request.params.layers, facts["n_layers"], ["params", "layers"], "layers", "n_layers")
     return enc, facts, layers

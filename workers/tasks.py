@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rq import get_current_job
 
 from schemas.common import FieldError, Problem, Provenance
+from schemas.facts import Facts
 from schemas.jobs import KINDS, JobBase, parse_job
 from schemas.keys import cancel_key, run_seconds_key
 from schemas.limits import Limits
@@ -88,7 +89,7 @@ def _run(job, payload: dict) -> dict:
     if lm is None:
         raise BadInput(f"model {request.model!r} is not loaded on this worker")
     limits = Limits()
-    if errors := request.over_limits(limits):
+    if errors := request.over_limits(limits) + request.over_facts(Facts.of(lm.facts())):  # as at submit
         raise BadInput("; ".join(e.msg for e in errors), errors)
     timeout = (job.timeout if job is not None and job.timeout else None) or KINDS[request.kind].timeout_s
     connection = job.connection if job is not None else None

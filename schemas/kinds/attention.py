@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.facts import Facts, index_errors
 from schemas.limits import Limits
 from schemas.sizes import ENVELOPE_BYTES, TOKEN_BYTES, Indices, count, first, square_bytes, too_large
 
@@ -40,6 +41,9 @@ class AttentionParams(Strict):
     @classmethod
     def _unique(cls, v: list[Measure]) -> list[Measure]:
         return [m for m in MEASURES if m in v]
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        return index_errors(facts, (self.layers, "layers", "n_layers"), (self.heads, "heads", "n_heads"))
 
     def estimate_bytes(self, n_tokens: int, n_layers: int, n_heads: int, causal: bool,
                        layers: int | None = None, heads: int | None = None) -> int:

@@ -6,11 +6,13 @@ The features and thresholds are documented in docs/dissection.md and returned wi
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from schemas.common import Prompt, Result, Strict
+from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.facts import Facts, index_errors
 from schemas.sizes import Indices
 
 Pattern = Literal["vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous"]
@@ -24,6 +26,9 @@ class AttentionPatternsInput(Strict):
 class AttentionPatternsParams(Strict):
     layers: Indices | None = None
     heads: Indices | None = None
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        return index_errors(facts, (self.layers, "layers", "n_layers"), (self.heads, "heads", "n_heads"))
 
 
 class PatternFeatures(Strict):

@@ -9,13 +9,14 @@ Lundberg & Lee 2017) remove units (tokens or words) by replacing them with the b
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.facts import Facts
 from schemas.interventions import Interventions
-from schemas.limits import Limits, over
+from schemas.limits import Limits, limited, over
 
 AttributionMethod = Literal["saliency", "input_x_gradient", "integrated_gradients", "occlusion", "lime", "kernel_shap"]
 GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
@@ -33,7 +34,7 @@ class AttributionInput(TextInput):
 
 class AttributionParams(Interventions):
     method: AttributionMethod = "integrated_gradients"
-    n_steps: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = 50
+    n_steps: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = Field(50, json_schema_extra=limited("max_steps"))
     tolerance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
     rule: Rule = "gausslegendre"
     baseline: Literal["pad", "zero", "mask"] = "pad"
@@ -45,9 +46,9 @@ class AttributionParams(Interventions):
     )
     granularity: Literal["token", "word"] = "token"
     target_metric: Literal["logprob", "prob", "logit"] = "logprob"
-    max_new_tokens: Annotated[int, Field(ge=1, le=256)] = 1
+    max_new_tokens: Annotated[int, Field(ge=1, le=256)] = Field(1, json_schema_extra=limited("max_new_tokens"))
     n_samples: Annotated[int, Field(ge=1, le=65536)] = Field(
-        200, description="lime, kernel_shap: perturbed inputs to score (capped by the max_samples setting)"
+        200, description="lime, kernel_shap: perturbed inputs to score", json_schema_extra=limited("max_samples")
     )
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = Field(
         0, description="lime, kernel_shap and faithfulness's random order: same seed, same result"
@@ -75,6 +76,11 @@ class AttributionParams(Interventions):
             yield over(["params", "max_new_tokens"], self.max_new_tokens, "max_new_tokens", limits.max_new_tokens)
         if self.method in ("lime", "kernel_shap") and self.n_samples > limits.max_samples:
             yield over(["params", "n_samples"], self.n_samples, "max_samples", limits.max_samples)
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        if self.baseline == "mask" and facts.has_mask_token is False:
+            yield FieldError(loc=["params", "baseline"], msg="this model has no mask token; use baseline 'zero' "
+                             "or 'pad'", type="no_mask_token")
 
 
 class Convergence(Strict):

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.facts import Facts, index_errors
 from schemas.limits import Limits
 from schemas.sizes import ENVELOPE_BYTES, FLOAT_BYTES, TOKEN_BYTES, Indices, count, first, too_large
 
@@ -31,6 +32,9 @@ class FfnProjectionParams(Strict):
     top_tokens: Annotated[int, Field(ge=1, le=100)] = 10
     include_coefficients: bool = Field(False, description="every m_i of each layer")
     include_value_vectors: bool = Field(False, description="v_i of the top sub-updates")
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        return index_errors(facts, (self.layers, "layers", "n_layers"), ([self.position], "position", "n_tokens"))
 
     def estimate_bytes(self, n_layers: int, ffn: int, hidden: int, layers: int | None = None) -> int:
         layers = count(self.layers, n_layers) if layers is None else layers

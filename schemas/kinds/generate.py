@@ -9,7 +9,7 @@ from pydantic import Field
 
 from schemas.common import FieldError, Result, Strict, TextInput
 from schemas.interventions import Interventions
-from schemas.limits import Limits, over
+from schemas.limits import Limits, limited, over
 
 
 class GenerateInput(TextInput):
@@ -17,7 +17,7 @@ class GenerateInput(TextInput):
 
 
 class GenerateParams(Interventions):
-    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 32
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = Field(32, json_schema_extra=limited("max_new_tokens"))
     temperature: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     top_k: Annotated[int, Field(ge=0, le=100_000)] = 0

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Prompt, Result, Strict
+from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.facts import Facts, out_of_range
 from schemas.kinds.knowledge_neurons import (
     MAX_CONTROL_PROMPTS, MAX_FACT_PROMPTS, Answer, FactInput, FilteredNeuron, LocateParams, Neuron,
 )
@@ -24,6 +26,14 @@ class KnowledgeEditInput(FactInput):
                                           "set when the neurons are located inline")
     neurons: Annotated[list[Neuron], Field(min_length=1, max_length=256)] | None = Field(
         None, description="Neurons to edit (e.g. from `knowledge_neurons`); absent: located inline")
+
+    def over_facts(self, facts: Facts) -> Iterator[FieldError]:
+        for k, n in enumerate(self.neurons or []):
+            for field, value, size, fact in (("layer", n.layer, facts.n_layers, "n_layers"),
+                                             ("index", n.index, facts.intermediate_size, "intermediate_size")):
+                err = out_of_range([value], size, ["input", "neurons", k, field], field, fact, negatives=False)
+                if err is not None:
+                    yield err
 
 
 class KnowledgeEditParams(LocateParams):
@@ -47,6 +57,12 @@ class KnowledgeEditParams(LocateParams):
         if self.operation in ("erase", "update") and self.factor is not None:
             raise ValueError("factor applies to suppress and enhance; use lambda for erase/update")
         return self
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        yield from super().over_facts(facts, input)
+        if self.operation == "update" and input is not None and input.new_answer is None:
+            yield FieldError(loc=["input", "new_answer"], msg="operation 'update' needs input.new_answer",
+                             type="missing")
 
 
 class PromptScore(Strict):

@@ -4,12 +4,13 @@ Neurons in Pretrained Transformers") and measure what suppressing or enhancing t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, Prompt, Result, Strict
-from schemas.limits import Limits, over
+from schemas.facts import Facts, index_errors
+from schemas.limits import Limits, limited, over
 
 Rule = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 Answer = Annotated[str, Field(min_length=1, max_length=256)]
@@ -34,7 +35,7 @@ class KnowledgeNeuronsInput(FactInput):
 class LocateParams(Strict):
     """How neurons are located (shared by `knowledge_neurons` and `knowledge_edit`)."""
 
-    n_steps: Annotated[int, Field(ge=1, le=1024)] = 20
+    n_steps: Annotated[int, Field(ge=1, le=1024)] = Field(20, json_schema_extra=limited("max_steps"))
     rule: Rule = Field("gausslegendre", description="Quadrature rule (Captum's names); the reference code "
                                                     "uses riemann_left")
     threshold: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
@@ -68,6 +69,9 @@ class LocateParams(Strict):
     def over_limits(self, limits: Limits) -> Iterator[FieldError]:
         if self.n_steps > limits.max_steps:
             yield over(["params", "n_steps"], self.n_steps, "max_steps", limits.max_steps)
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        return index_errors(facts, (self.layers, "layers", "n_layers"), negatives=False)
 
 
 class KnowledgeNeuronsParams(LocateParams):

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.facts import Facts, index_errors
 from schemas.interventions import Interventions
 from schemas.limits import Limits
 from schemas.sizes import ENVELOPE_BYTES, FLOAT_BYTES, TOKEN_BYTES, Indices, count, first, too_large
@@ -27,6 +28,9 @@ class LogitLensParams(Interventions):
     layers: Indices | None = None
     top_k: Annotated[int, Field(ge=1, le=100)] = 5
     include_mid: bool = Field(False, description="also the stream after each attention sublayer (resid_mid)")
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        return index_errors(facts, (self.layers, "layers", "n_layers"), (self.positions, "positions", "n_tokens"))
 
     def estimate_bytes(self, n_tokens: int, n_layers: int, layers: int | None = None) -> int:
         layers = count(self.layers, n_layers) if layers is None else layers

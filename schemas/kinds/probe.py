@@ -9,12 +9,13 @@ al. 2023 (ITI), whose probes read the input of the attention output projection.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, Prompt, Result, Strict
-from schemas.limits import Limits, over
+from schemas.facts import Facts, index_errors, split_error
+from schemas.limits import Limits, limited, over
 
 MAX_EXAMPLES = 4096  # hard cap; the setting `max_samples` is the working limit
 
@@ -31,7 +32,8 @@ class ProbeExample(Strict):
 
 
 class ProbeInput(Strict):
-    examples: Annotated[list[ProbeExample], Field(min_length=4, max_length=MAX_EXAMPLES)]
+    examples: Annotated[list[ProbeExample], Field(min_length=4, max_length=MAX_EXAMPLES,
+                                                  json_schema_extra=limited("max_samples"))]
 
     @model_validator(mode="after")
     def _two_classes(self) -> ProbeInput:
@@ -54,12 +56,25 @@ class SplitParams(Strict):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
     C: Annotated[float, Field(gt=0.0, le=1e6)] = Field(1.0, description="Inverse L2 strength of the logistic regression.")
 
+    def split_error(self, labels: list[Any], groups: list[str | None] | None) -> FieldError | None:
+        """Whether `folds` (or `holdout`) can split examples with these labels and groups."""
+        return split_error(self.folds, self.holdout, labels, groups)
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        examples = getattr(input, "examples", None)
+        if examples and (err := self.split_error([e.label for e in examples], [e.group for e in examples])):
+            yield err
+
 
 class ProbeParams(SplitParams):
     site: Site = "residual"
     position: Literal["last", "mean"] = "last"
     layers: Annotated[list[Annotated[int, Field(ge=0, le=1023)]], Field(min_length=1, max_length=1024)] | None = None
     top: Annotated[int, Field(ge=1, le=1024)] = Field(5, description="How many best sites to list.")
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        yield from index_errors(facts, (self.layers, "layers", "n_layers"), negatives=False)
+        yield from super().over_facts(facts, input)
 
 
 class SiteAccuracy(Strict):

@@ -10,13 +10,14 @@ projected on it. The profile is stored; `generate`, `attribution` and `logit_len
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.facts import Facts
 from schemas.kinds.probe import MAX_EXAMPLES, SplitParams
-from schemas.limits import Limits, over
+from schemas.limits import Limits, limited, over
 
 # ITI intervenes on 48 of LLaMA-7B's 32 x 32 = 1024 heads; the default scales that share.
 PAPER_HEADS, PAPER_TOTAL_HEADS = 48, 1024
@@ -33,7 +34,8 @@ class SteeringExample(TextInput):
 
 
 class SteeringFitInput(Strict):
-    examples: Annotated[list[SteeringExample], Field(min_length=4, max_length=MAX_EXAMPLES)]
+    examples: Annotated[list[SteeringExample], Field(min_length=4, max_length=MAX_EXAMPLES,
+                                                     json_schema_extra=limited("max_samples"))]
 
     @model_validator(mode="after")
     def _both_labels(self) -> SteeringFitInput:
@@ -45,12 +47,25 @@ class SteeringFitInput(Strict):
         if len(self.examples) > limits.max_samples:
             yield over(["input", "examples"], len(self.examples), "max_samples", limits.max_samples)
 
+    def over_facts(self, facts: Facts) -> Iterator[FieldError]:
+        for i, example in enumerate(self.examples):
+            yield from example.chat_errors(facts, ["input", "examples", i])
+
 
 class SteeringFitParams(SplitParams):
     n_heads: Annotated[int, Field(ge=1, le=16384)] | None = Field(
         None, description="Heads to steer; default round(48/1024 × the model's layers × heads), at least 1."
     )
     direction: Literal["mass_mean", "probe"] = "mass_mean"
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        total = facts.n_layers * facts.n_heads if facts.n_layers and facts.n_heads else None
+        if self.n_heads is not None and total is not None and self.n_heads > total:
+            yield FieldError(loc=["params", "n_heads"], type="out_of_range",
+                             msg=f"n_heads={self.n_heads} is over the model's {total} heads "
+                                 f"(n_layers={facts.n_layers} × n_heads={facts.n_heads})",
+                             ctx={"size": total, "value": self.n_heads})
+        yield from super().over_facts(facts, input)
 
 
 class SteeredHead(Strict):

@@ -13,6 +13,7 @@ from schemas.common import FieldError
 from schemas.examples import openapi_examples
 from schemas.jobs import KINDS, JobPage, JobRequest, JobStatus, JobView
 from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
+from service.checks import artifact_errors, model_errors
 from service.deps import GuardsDep, LimitsDep, MetricsDep, Owner, QueueDep, RegistryDep, SettingsDep, TokensDep
 from service.longpoll import wait_for_change
 from service.problems import ProblemError, invalid, not_found
@@ -50,20 +51,6 @@ def _webhook_errors(body, owner: str, settings, secrets: dict[str, str]) -> list
     return errors
 
 
-def _result_size_errors(body, queue, tokens, limits) -> list[FieldError]:
-    """Kinds whose result size follows from the prompt and the model (`over_result_limit` on their
-    params) are refused now, with the selection that fits, once a live worker has published the
-    model's facts and tokenizer; the worker checks again either way."""
-    check = getattr(body.params, "over_result_limit", None)
-    if check is None or not hasattr(body.input, "prompt"):
-        return []
-    facts = next((m for w in queue.live_workers() for m in w.get("models", []) if m.get("id") == body.model), None)
-    n_tokens = tokens.count(body.model, body.input) if facts else None
-    if n_tokens is None:
-        return []
-    return [e.model_copy(update={"loc": ["body", *e.loc]}) for e in check(n_tokens, facts, limits)]
-
-
 def _poll_headers(queue, view: JobView) -> dict[str, str]:
     if view.status in (JobStatus.queued, JobStatus.started):
         return {"Retry-After": str(queue.retry_after(view))}
@@ -89,7 +76,8 @@ def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examples())
         raise invalid(errors)
     if hasattr(body.input, "prompt"):
         errors += tokens.check(body.model, body.input, limits, ["body", "input"])
-    errors += _result_size_errors(body, queue, tokens, limits)
+    errors += model_errors(body, queue, tokens, limits)  # facts, positions, folds, result size (service/checks.py)
+    errors += artifact_errors(body, queue, owner)
     errors += _webhook_errors(body, owner, settings, request.app.state.webhook_secrets)
     if errors:
         raise invalid(errors)

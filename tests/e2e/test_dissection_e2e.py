@@ -68,11 +68,15 @@ def test_dissection_bad_input_is_a_problem(service):
     r = service.submit({"kind": "attention", "model": "minilm-l6", "input": {"prompt": PROMPT},
                         "params": {"measures": ["colour"]}})
     assert r.status_code == 422 and "measures" in r.text
+    # what the model's published facts rule out is a 422 at submit, not a failed job after a 202
     r = service.submit({"kind": "attention", "model": "minilm-l6", "input": {"prompt": PROMPT},
                         "params": {"layers": [6]}})
-    view = service.wait(r.json()["id"])
-    assert view["status"] == "failed" and view["error"]["status"] == 422 and "layers" in view["error"]["detail"]
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, r.text
+    (err,) = r.json()["errors"]
+    assert err["loc"] == ["body", "params", "layers"] and "n_layers=6" in err["msg"]
     r = service.submit({"kind": "logit_lens", "model": "minilm-l6",
                         "input": {"messages": [{"role": "user", "content": "hi there"}]}})
-    view = service.wait(r.json()["id"])
-    assert view["status"] == "failed" and "chat template" in view["error"]["detail"]
+    assert r.status_code == 422 and "chat template" in r.text and r.json()["errors"][0]["loc"][-1] == "messages"
+    r = service.submit({"kind": "logit_lens", "model": "minilm-l6", "input": {"prompt": PROMPT},
+                        "params": {"positions": [0, 100]}})
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "params", "positions"], r.text

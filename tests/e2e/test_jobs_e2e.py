@@ -68,10 +68,13 @@ def test_bad_input_is_a_problem_naming_the_field(service):
 
 
 def test_failed_job_carries_a_problem_and_the_worker_lives_on(service):
-    r = service.submit({**IOI, "params": {"baseline": "mask"}})  # SmolLM2 has no mask token
+    r = service.submit({**IOI, "params": {"baseline": "mask"}})  # SmolLM2 has no mask token: known at submit
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "params", "baseline"], r.text
+    # a window wider than the prompt's removable tokens is seen only once the worker has tokenized it
+    r = service.submit({**IOI, "params": {"method": "occlusion", "window": 512}})
     view = service.wait(r.json()["id"])
     assert view["status"] == "failed"
-    assert view["error"]["status"] == 422 and "mask" in view["error"]["detail"]
+    assert view["error"]["status"] == 422 and "window" in view["error"]["detail"]
     assert service.run({**IOI, "params": {"method": "saliency"}})["result"]["scores"]
 
 

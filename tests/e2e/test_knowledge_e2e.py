@@ -57,8 +57,7 @@ def test_locate_edit_generate_delete(service):
     assert service.http.get(f"/v1/edits/{edit_id}").status_code == 404
     r = service.submit({"kind": "generate", "model": MODEL, "input": {"prompt": PROMPT},
                         "params": {"edits": [edit_id]}})
-    failed = service.wait(r.json()["id"])
-    assert failed["status"] == "failed" and failed["error"]["status"] == 422
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "params", "edits", 0], r.text
 
 
 def test_bad_knowledge_requests_are_422(service):
@@ -73,5 +72,4 @@ def test_bad_knowledge_requests_are_422(service):
                         "params": {"edits": ["not-an-edit"]}})
     assert r.status_code == 422
     r = service.submit({"kind": "knowledge_edit", "model": MODEL, "input": {**FACT}, "params": {"operation": "update"}})
-    failed = service.wait(r.json()["id"])
-    assert failed["status"] == "failed" and "new_answer" in failed["error"]["detail"]
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "input", "new_answer"], r.text

@@ -44,9 +44,9 @@ def test_fit_fetch_steer_delete(service):
     assert service.http.delete(f"/v1/steering-profiles/{pid}").status_code == 204
     gone = service.http.get(f"/v1/steering-profiles/{pid}")
     assert gone.status_code == 404 and gone.headers["content-type"] == PROBLEM
-    r = service.submit(gen)
-    view = service.wait(r.json()["id"])
-    assert view["status"] == "failed" and view["error"]["status"] == 422 and pid in view["error"]["detail"]
+    r = service.submit(gen)  # a deleted profile is refused at submit
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM and pid in r.text
+    assert r.json()["errors"][0]["loc"] == ["body", "params", "steering", "profile_id"]
 
 
 def test_probe_job_and_bad_requests(service):

@@ -125,7 +125,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> At
     params: AttentionParams = request.params
     limits = limits or Limits()
     enc, facts, layers = encode_for_dissection(lm, request, limits)
-    heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads")
+    heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads", "n_heads")
     classes = token_classes(lm, enc)
     result: dict[str, Any] = {
         "tokens": lm.token_strings(enc.ids), "token_classes": classes, "heads": heads,

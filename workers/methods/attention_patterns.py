@@ -111,8 +111,8 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> At
     params: AttentionPatternsParams = request.params
     limits = limits or Limits()
     facts = lm.facts()
-    layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers")
-    heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads")
+    layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers", "n_layers")
+    heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads", "n_heads")
     encoded = [encode_prompt(lm, TextInput(prompt=p), limits, ("input", "prompts", k))
                for k, p in enumerate(request.input.prompts)]
     for k, enc in enumerate(encoded):

@@ -62,7 +62,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ff
     params: FfnProjectionParams = request.params
     limits = limits or Limits()
     enc, _, layers = encode_for_dissection(lm, request, limits)
-    (pos,) = resolve_indices([params.position], len(enc.ids), ["params", "position"], "position")
+    (pos,) = resolve_indices([params.position], len(enc.ids), ["params", "position"], "position", "n_tokens")
     outs = {i: lm.layers[i].get_submodule(lm.arch.mlp_out) for i in layers}
     resid: dict[tuple[str, int], torch.Tensor] = {}
     with capture_inputs({str(i): m for i, m in outs.items()}) as coeffs, \

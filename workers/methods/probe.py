@@ -47,23 +47,17 @@ def make_splits(y: np.ndarray, groups: Sequence[str | None] | None, params: Spli
     from sklearn.model_selection import (GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold,
                                          StratifiedShuffleSplit)
 
+    if (err := params.split_error(y.tolist(), groups)) is not None:  # the same check as at submit
+        raise BadInput(err.msg, [err])
     X = np.zeros((len(y), 1))
     grouped = groups is not None and any(g is not None for g in groups)
     g = np.array([gi if gi is not None else f"\0{i}" for i, gi in enumerate(groups)]) if grouped else None
-    n_units = len(set(g)) if grouped else len(y)
-    smallest = int(np.bincount(y).min())
     if params.holdout is not None:
-        n_val = int(np.ceil(params.holdout * n_units))
-        if n_val < 1 or n_units - n_val < 1 or (not grouped and (n_val < len(np.unique(y)) or smallest < 2)):
-            raise BadInput(f"holdout={params.holdout} leaves an empty or one-class side for {len(y)} examples",)
         splitter = (GroupShuffleSplit(1, test_size=params.holdout, random_state=params.seed) if grouped
                     else StratifiedShuffleSplit(1, test_size=params.holdout, random_state=params.seed))
         splits = list(splitter.split(X, y, g))
         described = f"holdout ({params.holdout})"
     else:
-        if smallest < params.folds or n_units < params.folds:
-            raise BadInput(f"folds={params.folds} needs at least {params.folds} examples (groups) of every label; "
-                           f"the smallest label has {smallest}, and there are {n_units} groups")
         splitter = (StratifiedGroupKFold(params.folds, shuffle=True, random_state=params.seed) if grouped
                     else StratifiedKFold(params.folds, shuffle=True, random_state=params.seed))
         splits = list(splitter.split(X, y, g))

@@ -73,13 +73,15 @@ class LM:
             "n_kv_heads": getattr(c, "num_key_value_heads", None) or n_heads,
             "head_dim": head_dim(c),
             "hidden_size": getattr(c, "hidden_size", None) or c.n_embd,
-            "intermediate_size": getattr(c, "intermediate_size", None) or 4 * (c.n_embd if hasattr(c, "n_embd") else c.hidden_size),
+            "intermediate_size": (getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None)  # GPT-2: n_inner
+                                  or 4 * (c.n_embd if hasattr(c, "n_embd") else c.hidden_size)),
             "vocab_size": c.vocab_size,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "revision": self.spec.revision,
             "kinds": [k for k, s in KINDS.items() if self.spec.task in s.tasks],
             "has_mask_token": self.tokenizer.mask_token_id is not None,
+            "has_chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
         }
 
     # -- text ---------------------------------------------------------------------------------
@@ -168,6 +170,10 @@ def wrap(spec: ModelSpec, model: nn.Module, tokenizer: Any, *, device: torch.dev
     """An `LM` around an already built model (also used by unit tests with tiny random models)."""
     model.eval()
     model.requires_grad_(False)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:  # a tokenizer.json may pad and truncate (all-MiniLM-L6-v2's: to 128): prompts
+        backend.no_padding()  # are encoded, counted and published (workers/main.py) as they are
+        backend.no_truncation()
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     param = next(model.parameters())

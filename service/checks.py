@@ -1,0 +1,57 @@
+"""Submit-time checks that need more than the request: the model's published facts, the prompt's
+token count and the caller's stored artifacts. What the API can know it refuses now (422 naming the
+field), not on the worker after a 202; the worker checks the same again before it runs.
+"""
+
+from __future__ import annotations
+
+from schemas.artifacts import ArtifactView
+from schemas.common import FieldError, TextInput
+from schemas.facts import Facts
+from schemas.jobs import JobBase
+from schemas.keys import artifact_key
+from schemas.limits import Limits
+from service.queue import JobQueue
+from service.tokens import TokenCounter
+
+
+def _in_body(errors: list[FieldError]) -> list[FieldError]:
+    return [e.model_copy(update={"loc": ["body", *e.loc]}) for e in errors]
+
+
+def model_errors(body: JobBase, queue: JobQueue, tokens: TokenCounter, limits: Limits) -> list[FieldError]:
+    """Indices and params against the model's facts and the prompt's length (`JobBase.over_facts`;
+    cross-field checks that need no facts run even before any worker has started), then, for kinds
+    whose result size follows from the prompt and the model (`over_result_limit`), the size estimate
+    with the selection that fits. Facts come from a live worker's heartbeat, the token count from the
+    tokenizer workers publish; what is not known yet is left to the worker."""
+    published = queue.model_facts(body.model)
+    text = body.input  # type: ignore[attr-defined]
+    n_tokens = tokens.count(body.model, text) if published and isinstance(text, TextInput) else None
+    errors = body.over_facts(Facts.of(published, n_tokens))
+    estimate = getattr(body.params, "over_result_limit", None)  # type: ignore[attr-defined]
+    if not errors and estimate is not None and published and n_tokens is not None:
+        errors = list(estimate(n_tokens, published, limits))
+    return _in_body(errors)
+
+
+def artifact_errors(body: JobBase, queue: JobQueue, owner: str) -> list[FieldError]:
+    """Steering profiles and edit sets a job names must exist, be the caller's, and be for its model
+    (the worker reads them again when the job runs: one deleted meanwhile still fails the job)."""
+    params = body.params  # type: ignore[attr-defined]
+    refs: list[tuple[str, str, list[str | int]]] = []
+    if (steering := getattr(params, "steering", None)) is not None:
+        refs.append(("steering-profiles", steering.profile_id, ["params", "steering", "profile_id"]))
+    refs += [("edits", e, ["params", "edits", i]) for i, e in enumerate(getattr(params, "edits", None) or [])]
+    if not refs:
+        return []
+    raws = queue.redis.mget([artifact_key(kind, artifact_id) for kind, artifact_id, _ in refs])
+    errors = []
+    for (kind, artifact_id, loc), raw in zip(refs, raws):
+        view = ArtifactView.model_validate_json(raw) if raw else None
+        if view is None or view.owner != owner:
+            errors.append(FieldError(loc=loc, msg=f"no {kind} artifact {artifact_id!r}", type="not_found"))
+        elif view.model != body.model:
+            errors.append(FieldError(loc=loc, msg=f"{kind} artifact {artifact_id!r} was made for model "
+                                     f"{view.model!r}, not {body.model!r}", type="wrong_model"))
+    return _in_body(errors)
