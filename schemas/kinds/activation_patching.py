@@ -10,12 +10,14 @@ pairs before normalising.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Prompt, Result, Strict
+from schemas.common import FieldError, Prompt, Result, Strict
 from schemas.datasets import IoiDataset
+from schemas.facts import Facts, index_errors
 from schemas.sizes import Indices
 
 Component = Literal["residual", "attn_out", "mlp_out", "attn_head", "head_query", "head_key", "head_value"]
@@ -90,6 +92,14 @@ class ActivationPatchingParams(Strict):
         if self.verify_top_k and self.method != "attribution":
             raise ValueError("verify_top_k applies to method 'attribution'")
         return self
+
+    def over_facts(self, facts: Facts, input: Any = None) -> Iterator[FieldError]:
+        """Layers against the model; heads against its query heads (KV heads for keys and values)."""
+        heads = "n_kv_heads" if self.component in ("head_key", "head_value") else "n_heads"
+        checks = [(self.layers, "layers", "n_layers")]
+        if self.component in HEAD_COMPONENTS:
+            checks.append((self.heads, "heads", heads))
+        return index_errors(facts, *checks)
 
     def axes(self) -> list[str]:
         if self.component not in HEAD_COMPONENTS:

@@ -256,3 +256,12 @@ def test_zero_and_mean_ablation_write_what_they_say(tiny_llama):
                                             params={"ablation": "mean", "component": "attn_head", "layers": [1]})
     mean = activation_patching.run(tiny_llama, two, no_progress)
     assert mean.axes == ["layer", "head"] and len(mean.effects[0]) == 6
+
+
+def test_indices_out_of_the_model_are_refused_before_any_forward():
+    from schemas.facts import Facts
+    facts = Facts(n_layers=30, n_heads=9, n_kv_heads=3)
+    errors = job(component="head_value", layers=[29, 30], heads=[2, 3]).over_facts(facts)
+    assert [(e.loc, e.ctx["fact"]) for e in errors] == [(["params", "layers"], "n_layers"),
+                                                         (["params", "heads"], "n_kv_heads")]
+    assert job(component="attn_head", heads=[8], layers=[-30]).over_facts(facts) == []
