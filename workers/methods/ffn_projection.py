@@ -29,9 +29,9 @@ from schemas.limits import Limits
 from workers.hooks import capture_inputs
 from workers.inputs import encode_for_dissection, resolve_indices
 from workers.internals import direction_logits, forward, in_out_weight, lens_logits, residual_hooks
-from workers.methods.logit_lens import token_texts
 from workers.models.loading import LM
 from workers.progress import Progress
+from workers.vocab import token_texts
 
 
 def projection_note(lm: LM) -> str:

@@ -21,17 +21,7 @@ from workers.interventions import applied
 from workers.internals import forward, lens_logits, residual_hooks, unembedding
 from workers.models.loading import LM
 from workers.progress import Progress
-
-
-def token_texts(lm: LM, ids: list[list[int]]) -> list[list[str]]:
-    """Decoded strings of nested token ids, each distinct id decoded once."""
-    seen: dict[int, str] = {}
-
-    def text(i: int) -> str:
-        if i not in seen:
-            seen[i] = lm.tokenizer.decode([i])
-        return seen[i]
-    return [[text(i) for i in row] for row in ids]
+from workers.vocab import token_texts
 
 
 def read(lm: LM, h: torch.Tensor, top_k: int, target_id: int | None) -> dict:
