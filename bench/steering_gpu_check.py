@@ -21,7 +21,7 @@ from bench.gpu_check import model
 from schemas.kinds.steering_fit import SteeringFitParams
 from workers.activations import collect
 from workers.decoding import decode
-from workers.methods.probe import make_splits
+from workers.probing import make_splits
 from workers.methods.steering_fit import fit_heads
 from workers.progress import no_progress
 from workers.steering import layer_vectors, steered

@@ -30,8 +30,8 @@ from schemas.limits import Limits, over
 from workers.activations import collect, n_heads
 from workers.artifacts import ArtifactStore, job_store
 from workers.errors import BadInput
-from workers.methods.probe import chance, make_splits, probe_weight, validation_accuracy
 from workers.models.loading import LM, head_dim
+from workers.probing import chance, make_splits, probe_weight, validation_accuracy
 from workers.progress import Progress
 
 ARTIFACT_KIND = "steering-profiles"
