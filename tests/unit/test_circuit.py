@@ -58,7 +58,7 @@ def test_the_pipeline_finds_only_the_planted_heads(planted):
     for layer in range(direct.shape[0]):
         for h in range(direct.shape[1]):
             if (layer, h) not in PLANTED:
-                assert abs(direct[layer, h]) < 1e-6, (layer, h)
+                assert abs(direct[layer, h]) < 1e-5, (layer, h)  # float noise of batched rows
     assert abs(direct[1, 2]) > 1e-3  # the last layer's planted head carries the answer directly
     classed = {(h.layer, h.head) for h in res.heads}
     assert classed and classed <= PLANTED
