@@ -11,7 +11,8 @@ from workers.errors import BadInput
 from workers.hooks import hook_count
 from workers.methods import activation_patching
 from workers.patching import attribution
-from workers.patching.exact import Counts, Metric, Patch, base_run, patched_metrics, plain_metric, plan, read_site
+from workers.patching.exact import (BaseRun, Counts, Metric, Patch, base_run, patched_metrics, plain_metric, plan,
+                                    prefix_cache, read_site)
 from workers.patching.sites import site_of
 from workers.progress import no_progress
 
@@ -265,3 +266,29 @@ def test_indices_out_of_the_model_are_refused_before_any_forward():
     assert [(e.loc, e.ctx["fact"]) for e in errors] == [(["params", "layers"], "n_layers"),
                                                          (["params", "heads"], "n_kv_heads")]
     assert job(component="attn_head", heads=[8], layers=[-30]).over_facts(facts) == []
+
+
+def test_the_planner_batches_rows_that_run_no_layer():
+    # a change at the final norm's input (l0 = L) runs no block, but a forward still costs its fixed part:
+    # such rows share one forward instead of one forward each
+    patches = [Patch(4, 7) for _ in range(20)]
+    assert plan(patches, T=8, L=4, overhead=32, budget=1000) == [(0, 20)]
+
+
+def test_the_metric_of_a_row_does_not_depend_on_its_batch(tiny_llama):
+    metric = Metric(5, 6)
+    h = torch.randn(37, tiny_llama.embed.weight.shape[1])
+    together = metric.of_hidden(tiny_llama, h)
+    alone = torch.cat([metric.of_hidden(tiny_llama, h[i:i + 1]) for i in range(len(h))])
+    assert torch.equal(together, alone)
+
+
+def test_the_prefix_cache_broadcasts_the_base_prefix_only_where_a_layer_runs():
+    keys, values = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    base = BaseRun([0] * 8, 0.0, [(keys, values), (keys + 1, values + 1)])
+    cache = prefix_cache(base, 3, rows=6)
+    new_k, new_v = torch.randn(6, 2, 5, 4), torch.randn(6, 2, 5, 4)
+    k, v = cache.update(new_k, new_v, 1)
+    assert torch.equal(k, torch.cat([(keys + 1)[:, :, :3].expand(6, -1, -1, -1), new_k], -2))
+    assert torch.equal(v, torch.cat([(values + 1)[:, :, :3].expand(6, -1, -1, -1), new_v], -2))
+    assert cache.get_seq_length() == 3 and cache.layers[0].keys.shape == (1, 2, 3, 4)  # layer 0 never ran

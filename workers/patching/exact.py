@@ -4,9 +4,11 @@ work a patch cannot change is not redone.
 A base run (the corrupted prompt when denoising) is run once with its KV cache and the residual
 stream entering every layer kept. A patch at layer l and position p changes nothing before layer l
 nor (causal models) before position p, so its row starts from the kept residual at layer l and
-reuses the kept keys and values of positions < p. Patches are sorted by (layer, first position)
-and cut into batches by an exact dynamic programme over a cost model: a batch of R rows starting at
-layer l0 and position p0 costs (L − l0)·(overhead + R·(T − p0)) position-layers, with R·(T − p0)
+reuses the kept keys and values of positions < p (held once, broadcast to the batch's rows only
+in the layers the batch runs: `PrefixLayer`). Patches are sorted by (layer, first position) and cut
+into batches by an exact dynamic programme over a cost model: a batch of R rows starting at layer l0
+and position p0 costs (L − l0 + 1)·overhead + (L − l0)·R·(T − p0) position-layers (a fixed cost per
+layer run and one more per forward: embedding, mask, final norm, metric, Python), with R·(T − p0)
 within the device's token budget (`workers.batching`).
 
 Starting mid-network hands the residual to the model as `inputs_embeds` over the later blocks only,
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from workers.batching import forward_overhead, rows_per_batch
 from workers.decoding import CACHE_ARG
@@ -61,7 +64,9 @@ class Metric:
         if self.wrong is None:
             return torch.log_softmax(head(h).float(), -1)[:, self.answer]
         rows = head.weight[[self.answer, self.wrong]].float()  # (2, d)
-        logits = h.float() @ rows.T  # (B, 2)
+        # a row-wise product and sum rather than a matrix product: the value of a row does not depend
+        # on how many rows share the call (a GEMM picks its kernel, so its summation order, by shape)
+        logits = (h.float()[:, None, :] * rows[None]).sum(-1)  # (B, 2)
         if getattr(head, "bias", None) is not None:
             logits = logits + head.bias[[self.answer, self.wrong]].float()
         return logits[:, 0] - logits[:, 1]
@@ -140,7 +145,9 @@ def read_site(lm: LM, site: Site, ids: list[int], layers: list[int], counts: Cou
 
 
 def plan(patches: list[Patch], T: int, L: int, overhead: int, budget: int) -> list[tuple[int, int]]:
-    """Cut `patches` (sorted) into consecutive batches [i, j) of least total cost (module docstring)."""
+    """Cut `patches` (sorted) into consecutive batches [i, j) of least total cost (module docstring).
+    The per-forward term matters where rows run no layer at all (a change at the final norm's input,
+    l0 = L): without it every such row would be planned as a forward of its own."""
     P = len(patches)
     best = [0.0] * (P + 1)
     cut = [P] * P
@@ -152,7 +159,7 @@ def plan(patches: list[Patch], T: int, L: int, overhead: int, budget: int) -> li
             rows = j - i
             if rows > 1 and rows * (T - p0) > budget:
                 break
-            cost = (L - l0) * (overhead + rows * (T - p0)) + best[j]
+            cost = (L - l0 + 1) * overhead + (L - l0) * rows * (T - p0) + best[j]
             if cost < best[i]:
                 best[i], cut[i] = cost, j
     out, i = [], 0
@@ -160,6 +167,30 @@ def plan(patches: list[Patch], T: int, L: int, overhead: int, budget: int) -> li
         out.append((i, cut[i]))
         i = cut[i]
     return out
+
+
+class PrefixLayer(DynamicLayer):
+    """One layer's keys and values of the base run before p0, (1, kv_heads, p0, head_dim), shared by
+    the `rows` rows of a batch: broadcast and joined to the rows' own keys and values only when the
+    layer runs. (A DynamicCache filled with the prefix expanded to R rows copies it R times in every
+    layer up front, layers the batch starts after included, and again when the layer runs.)"""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: int):
+        super().__init__()
+        self.keys, self.values, self.rows = keys, values, rows
+        self.device, self.is_initialized = keys.device, True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        self.keys = torch.cat([self.keys.expand(self.rows, -1, -1, -1), key_states], dim=-2)
+        self.values = torch.cat([self.values.expand(self.rows, -1, -1, -1), value_states], dim=-2)
+        return self.keys, self.values
+
+
+def prefix_cache(base: BaseRun, p0: int, rows: int) -> DynamicCache:
+    """The base run's KV cache before position p0 for a batch of `rows` rows (`PrefixLayer`)."""
+    cache = DynamicCache()
+    cache.layers = [PrefixLayer(k[:, :, :p0], v[:, :, :p0], rows) for k, v in base.kv]
+    return cache
 
 
 @contextmanager
@@ -214,21 +245,21 @@ def run_rows(lm: LM, base: BaseRun, spans: list[Patch], make_hooks: MakeHooks, m
     batch: (len(spans),) fp32, in row order. spans[r] says where row r's change begins (its layer
     and first position): the batch starts there, from the base run's residual and KV prefix."""
     T, L = len(base.ids), n_layers(lm)
-    order = sorted(range(len(spans)), key=lambda k: (spans[k].layer, spans[k].start))
-    ordered = [spans[k] for k in order]
+    skips = skips_layers(lm)
+    # where each row's forward starts: its layer where blocks can be entered mid-network, else layer 0
+    starts = [Patch(min(s.layer, L) if skips else 0, s.start) for s in spans]
+    order = sorted(range(len(spans)), key=lambda k: (starts[k].layer, starts[k].start))
+    ordered = [starts[k] for k in order]
     budget = rows_per_batch(lm, 1, with_grad=False)  # token positions per forward
     out = torch.empty(len(spans))
     ids = torch.tensor(base.ids, device=lm.device)
-    skips = skips_layers(lm)
-    batches = plan(ordered, T, L if skips else 1, forward_overhead(lm), budget)
+    batches = plan(ordered, T, L, forward_overhead(lm), budget)
     for b, (i, j) in enumerate(batches):
         rows = order[i:j]
-        R, p0 = j - i, min(p.start for p in ordered[i:j])
-        l0 = min(ordered[i].layer, L) if skips else 0
+        R, p0, l0 = j - i, min(p.start for p in ordered[i:j]), ordered[i].layer
         kwargs: dict = {"use_cache": p0 > 0}
         if p0 > 0:
-            kwargs[CACHE_ARG] = DynamicCache(ddp_cache_data=[
-                (k[:, :, :p0].expand(R, -1, -1, -1), v[:, :, :p0].expand(R, -1, -1, -1)) for k, v in base.kv])
+            kwargs[CACHE_ARG] = prefix_cache(base, p0, R)
         if l0 > 0:
             kwargs["inputs_embeds"] = base.resid[l0][p0:].expand(R, -1, -1)  # (R, T - p0, d)
         else:
