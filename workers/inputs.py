@@ -33,6 +33,16 @@ def encode_continuation(lm: LM, text: str) -> list[int]:
     return list(ids)
 
 
+def encode_one_token(lm: LM, text: str, loc: list[str | int], why: str) -> int:
+    """The id of `text` as a continuation that must be one token (an answer a logit difference
+    compares); more is a BadInput at `loc` that lists the tokens and says `why` one is needed."""
+    ids = encode_continuation(lm, text)
+    if len(ids) != 1:
+        msg = f"{text!r} is {len(ids)} tokens ({lm.token_strings(ids)}); {why}"
+        raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="not_one_token")])
+    return ids[0]
+
+
 def word_spans(enc: Encoded) -> list[tuple[int, int]]:
     """[start, end) token spans of words: runs of one pre-tokenizer word; special tokens alone."""
     spans: list[tuple[int, int]] = []

@@ -22,7 +22,7 @@ from schemas.kinds.activation_patching import (HEAD_COMPONENTS, ActivationPatchi
 from schemas.limits import Limits
 from workers.datasets.ioi import ioi_pairs
 from workers.errors import BadInput
-from workers.inputs import encode_continuation, encode_prompt, resolve_indices
+from workers.inputs import encode_one_token, encode_prompt, resolve_indices
 from workers.models.loading import LM
 from workers.patching import attribution
 from workers.patching.exact import (BaseRun, Counts, Metric, Patch, base_run, patched_metrics, plain_metric,
@@ -34,11 +34,7 @@ MIN_SPREAD = 1e-6  # |clean − corrupted| below this leaves nothing to normalis
 
 
 def _one_token(lm: LM, text: str, loc: list[str | int]) -> int:
-    ids = encode_continuation(lm, text)
-    if len(ids) != 1:
-        msg = f"{text!r} is {len(ids)} tokens ({lm.token_strings(ids)}); patching compares single next tokens"
-        raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="not_one_token")])
-    return ids[0]
+    return encode_one_token(lm, text, loc, "patching compares single next tokens")
 
 
 def _metric(lm: LM, pair: PatchPair, kind: str, loc: list[str | int]) -> Metric:

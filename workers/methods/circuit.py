@@ -40,7 +40,7 @@ from schemas.limits import Limits
 from workers.datasets.ioi import ioi_pairs
 from workers.errors import BadInput
 from workers.hooks import capture_inputs, hooks
-from workers.inputs import encode_continuation, encode_prompt
+from workers.inputs import encode_one_token, encode_prompt
 from workers.internals import attention_parts, head_out_weights, kv_head_of, lens_logits
 from workers.models.loading import LM
 from workers.patching.ablation import ablation_hooks
@@ -69,11 +69,7 @@ class PairRun:
 
 
 def _token(lm: LM, text: str, loc: list[str | int]) -> int:
-    ids = encode_continuation(lm, text)
-    if len(ids) != 1:
-        msg = f"{text!r} is {len(ids)} tokens; IOI compares single-token names"
-        raise BadInput(msg, [FieldError(loc=loc, msg=msg, type="not_one_token")])
-    return ids[0]
+    return encode_one_token(lm, text, loc, "IOI compares single-token names")
 
 
 def _prepare(lm: LM, pair: IoiPair, k: int, limits: Limits, counts: Counts) -> PairRun:
