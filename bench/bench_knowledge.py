@@ -62,7 +62,7 @@ HELD_UNRELATED = ["The Mona Lisa was painted by Leonardo da", "The chemical symb
 def unrelated_changes(lm, neurons, prompts: list[str]) -> list[float]:
     """Relative change of each prompt's own top-1 next token's probability with the neurons suppressed."""
     from workers.ffn import scale_deltas
-    from workers.methods.knowledge_neurons import answer_prob, next_token
+    from workers.knowledge import answer_prob, next_token
 
     deltas = scale_deltas(lm, [(n.layer, n.index) for n in neurons], 0.0) if neurons else []
     out = []
@@ -179,7 +179,7 @@ def timing(lm, repeats: int = int(os.environ.get("KN_BENCH_REPEATS", "1")),
     """`ref_layers` < 30: the reference is timed on that many evenly spaced layers and scaled to 30
     (its cost per layer is one full-prompt batch; the spread of layers averages the backward depth)."""
     from workers.ffn import fact_attributions
-    from workers.methods.knowledge_neurons import encode_answer
+    from workers.knowledge import encode_answer
 
     answer, prompts = FACTS[0]
     a = encode_answer(lm, answer)
@@ -240,7 +240,7 @@ def memoized_ig(stats: list[float]):
 def held_out_suppressed(lm, neurons) -> float:
     """Mean relative change of each HELD_OUT prompt's own top-1 token with the neurons suppressed."""
     from workers.ffn import scale_deltas
-    from workers.methods.knowledge_neurons import answer_prob, next_token
+    from workers.knowledge import answer_prob, next_token
 
     deltas = scale_deltas(lm, [(n.layer, n.index) for n in neurons], 0.0) if neurons else []
     changes = []
