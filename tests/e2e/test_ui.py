@@ -1,11 +1,13 @@
 """The explorer page in a real browser: Debian's chromium driven headless by Playwright (the system
 executable; `make test` installs both), against the real API and worker (the `service` fixture).
-Screenshots go to docs/img/ (shown in the README)."""
+Screenshots go to $LANTERN_SCREENSHOTS (set it to docs/img to refresh the README's), else to a
+temporary folder, so a test run leaves the tree clean."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-IMG = ROOT / "docs" / "img"
+IMG = Path(os.environ.get("LANTERN_SCREENSHOTS") or tempfile.mkdtemp(prefix="lantern-ui-"))
 CHROMIUM = os.environ.get("LANTERN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
