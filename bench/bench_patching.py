@@ -111,7 +111,8 @@ def run() -> str:
     from workers.methods import activation_patching
     from workers.progress import no_progress
 
-    torch.set_num_threads(int(os.environ.get("LANTERN_BENCH_THREADS", "2")))
+    # one thread: on 2 shared cores a second torch thread makes every op wait at its barrier (bench/results/patching.md)
+    torch.set_num_threads(int(os.environ.get("LANTERN_BENCH_THREADS", "1")))
     load_before = os.getloadavg()
     lm = load_smollm2()
     tl_tqdm_off()
