@@ -176,7 +176,7 @@ def test_the_job_reports_a_grid_with_named_axes_and_the_forwards_run(tiny_llama)
     res = activation_patching.run(tiny_llama, job(component="attn_head", layers=[0, -1]), no_progress)
     assert res.axes == ["layer", "head"] and res.layers == [0, 2] and res.heads == list(range(6))
     assert len(res.effects) == 2 and len(res.effects[0]) == 6
-    assert 3 < res.forwards <= 3 + 2  # source read, base run, source metric, then a batch or one per layer
+    assert 2 < res.forwards <= 2 + 2  # source read (with its metric), base run, then a batch or one per layer
     res = activation_patching.run(tiny_llama, job(component="residual", positions=[-1, 0]), no_progress)
     assert res.axes == ["layer", "position"] and res.positions == [0, len(res.clean_tokens) - 1]
     # position 0 (BOS) is the same token in both prompts: patching it changes nothing at any layer

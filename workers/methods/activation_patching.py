@@ -25,8 +25,7 @@ from workers.errors import BadInput
 from workers.inputs import encode_one_token, encode_prompt, resolve_indices
 from workers.models.loading import LM
 from workers.patching import attribution
-from workers.patching.exact import (BaseRun, Counts, Metric, Patch, base_run, patched_metrics, plain_metric,
-                                    read_site)
+from workers.patching.exact import BaseRun, Counts, Metric, Patch, base_run, patched_metrics, read_run
 from workers.patching.sites import Site, site_of
 from workers.progress import Progress
 
@@ -119,19 +118,17 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
     sums = torch.zeros(len(patches), dtype=torch.float64)
     clean_sum = corrupt_sum = 0.0
     runs: list[tuple[BaseRun, dict[int, torch.Tensor], Metric]] = []
-    sources = _sources(lm, site, params, encoded, layers, counts)
+    sources = _sources(lm, site, params, encoded, metrics, layers, counts)
     for k, ((clean, corrupt), metric) in enumerate(zip(encoded, metrics)):
-        base_ids, source_ids = (corrupt, clean) if params.direction == "denoise" else (clean, corrupt)
-        source = sources(k)
+        base_ids = corrupt if params.direction == "denoise" else clean
+        source, source_metric = sources(k)
         part = _pair_progress(progress, k, len(pairs))
         if params.method == "exact":
             base = base_run(lm, base_ids, metric, counts)
-            source_metric = plain_metric(lm, source_ids, metric, counts)
             values = patched_metrics(lm, site, patches, base, source, metric, counts, part).double()
             base_metric = base.metric
         else:
             estimate, base_metric = attribution.estimates(lm, site, patches, base_ids, source, metric, counts)
-            source_metric = plain_metric(lm, source_ids, metric, counts)
             values = base_metric + estimate.double()
             runs.append((BaseRun(base_ids, base_metric, []), source, metric))
         sums += values
@@ -163,22 +160,27 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
     )
 
 
-def _sources(lm: LM, site: Site, params: ActivationPatchingParams, encoded, layers: list[int], counts: Counts):
-    """k -> what pair k's patches write (layer -> (T, units, width)): the other prompt's activation
+def _sources(lm: LM, site: Site, params: ActivationPatchingParams, encoded, metrics: list[Metric], layers: list[int],
+             counts: Counts):
+    """k -> (what pair k's patches write, layer -> (T, units, width); the source prompt's metric),
+    both from one forward of the source prompt. What is written: the other prompt's activation
     (`resample`), zero, or its mean over every pair's other prompt (`mean`, the mean ablation)."""
-    def read(k: int) -> dict[int, torch.Tensor]:
+    def read(k: int) -> tuple[dict[int, torch.Tensor], float]:
         clean, corrupt = encoded[k]
-        return read_site(lm, site, clean if params.direction == "denoise" else corrupt, layers, counts)
+        return read_run(lm, site, clean if params.direction == "denoise" else corrupt, layers, metrics[k], counts)
     if params.ablation == "resample":
         return read
     if params.ablation == "zero":
-        return lambda k: {layer: torch.zeros_like(a) for layer, a in read(k).items()}
+        def zero(k: int) -> tuple[dict[int, torch.Tensor], float]:
+            acts, value = read(k)
+            return {layer: torch.zeros_like(a) for layer, a in acts.items()}, value
+        return zero
     if len({len(c) for c, _ in encoded}) > 1:
         msg = "ablation 'mean' averages over pairs position by position: every pair must have the same length"
         raise BadInput(msg, [FieldError(loc=["params", "ablation"], msg=msg, type="length_mismatch")])
     every = [read(k) for k in range(len(encoded))]
-    mean = {layer: torch.stack([s[layer] for s in every]).mean(0) for layer in layers}
-    return lambda k: mean
+    mean = {layer: torch.stack([acts[layer] for acts, _ in every]).mean(0) for layer in layers}
+    return lambda k: (mean, every[k][1])
 
 
 def _pair_progress(progress: Progress, k: int, n: int) -> Progress:

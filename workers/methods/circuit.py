@@ -44,7 +44,7 @@ from workers.inputs import encode_one_token, encode_prompt
 from workers.internals import attention_parts, head_out_weights, kv_head_of, lens_logits
 from workers.models.loading import LM
 from workers.patching.ablation import ablation_hooks
-from workers.patching.exact import BaseRun, Counts, Metric, base_run, plain_metric, read_site
+from workers.patching.exact import BaseRun, Counts, Metric, base_run, plain_metric, read_run, read_site
 from workers.patching.path import Receiver, path_patched_metrics
 from workers.patching.sites import site_of
 from workers.progress import Progress
@@ -85,8 +85,7 @@ def _prepare(lm: LM, pair: IoiPair, k: int, limits: Limits, counts: Counts) -> P
     site = site_of(lm, "attn_head")
     base = base_run(lm, clean, metric, counts)
     z_clean = read_site(lm, site, clean, list(range(L)), counts)
-    z_corrupt = read_site(lm, site, corrupt, list(range(L)), counts)
-    corrupted = plain_metric(lm, corrupt, metric, counts)
+    z_corrupt, corrupted = read_run(lm, site, corrupt, list(range(L)), metric, counts)
     attention = torch.zeros(len(RELATIONS), L, site.units)
     end = len(clean) - 1
     cells = [(end, p.io), (end, p.s2), (p.s2, p.s1), (p.s2, p.s1 + 1), (p.s1 + 1, p.s1)]

@@ -128,8 +128,10 @@ def plain_metric(lm: LM, ids: list[int], metric: Metric, counts: Counts) -> floa
 
 
 @torch.no_grad()
-def read_site(lm: LM, site: Site, ids: list[int], layers: list[int], counts: Counts) -> dict[int, torch.Tensor]:
-    """The component at `layers` on one forward of `ids`: layer -> (T, units, width)."""
+def read_run(lm: LM, site: Site, ids: list[int], layers: list[int], metric: Metric | None,
+             counts: Counts) -> tuple[dict[int, torch.Tensor], float | None]:
+    """The component at `layers` (layer -> (T, units, width)) and the metric (None without one),
+    from one forward of `ids`."""
     store: dict[int, torch.Tensor] = {}
 
     def keep(layer: int, a: torch.Tensor) -> None:
@@ -137,11 +139,16 @@ def read_site(lm: LM, site: Site, ids: list[int], layers: list[int], counts: Cou
 
     forward, pre = site_hooks(lm, site, layers, keep)
     with hooks(forward=forward, pre=pre):
-        body(lm)(input_ids=torch.tensor([ids], device=lm.device), use_cache=False)
+        h = body(lm)(input_ids=torch.tensor([ids], device=lm.device), use_cache=False).last_hidden_state
     counts.forwards += 1
     counts.positions += len(ids) * n_layers(lm)
     counts.naive += len(ids) * n_layers(lm)
-    return store
+    return store, None if metric is None else float(metric.of_hidden(lm, h[:, -1])[0])
+
+
+def read_site(lm: LM, site: Site, ids: list[int], layers: list[int], counts: Counts) -> dict[int, torch.Tensor]:
+    """The component at `layers` on one forward of `ids`: layer -> (T, units, width)."""
+    return read_run(lm, site, ids, layers, None, counts)[0]
 
 
 def plan(patches: list[Patch], T: int, L: int, overhead: int, budget: int) -> list[tuple[int, int]]:
