@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.common import fmt_s, load_smollm2, prompt_of_tokens
-from workers.internals import attention_parts, forward, head_value_vectors
+from workers.internals.capture import attention_parts, forward, head_value_vectors
 from workers.methods.attention import attention_maps
 
 LENGTHS = (128, 512)

@@ -17,12 +17,12 @@ STEPS = 50
 
 def _lantern(lm, prompt):
     from schemas.jobs import parse_job
+    from workers.context import Context
     from workers.methods import attribution
-    from workers.progress import no_progress
 
     req = parse_job({"kind": "attribution", "model": lm.id, "input": {"prompt": prompt, "target": TARGET},
                      "params": {"n_steps": STEPS, "fix_special_tokens": False, "fix_first_token": False}})
-    return lambda: attribution.run(lm, req, no_progress)
+    return lambda: attribution.run(lm, req, Context())
 
 
 @contextmanager
@@ -59,7 +59,7 @@ def _inseq(lm, prompt, batch):
 
 
 def run() -> str:
-    from workers.batching import rows_per_batch
+    from workers.internals.batching import rows_per_batch
 
     lm = load_smollm2()
     rows = ["| prompt tokens | Lantern IG | Captum LayerIG | Inseq IG | vs faster peer | Captum, params frozen by hand |",

@@ -12,8 +12,8 @@ import torch
 from bench.common import load_smollm2
 from bench.run import RESULTS
 from schemas.jobs import JOB_MODELS
+from workers.context import Context
 from workers.methods import circuit
-from workers.progress import no_progress
 
 N_PAIRS = 64
 
@@ -22,7 +22,7 @@ def run_job(n: int = N_PAIRS) -> tuple[dict, float]:
     lm = load_smollm2()
     job = JOB_MODELS["circuit"](kind="circuit", model=lm.id, input={"dataset": {"name": "ioi", "n": n, "seed": 0}})
     t0 = time.perf_counter()
-    result = circuit.run(lm, job, no_progress)
+    result = circuit.run(lm, job, Context())
     return result.model_dump(mode="json"), time.perf_counter() - t0
 
 

@@ -160,7 +160,7 @@ def run() -> str:
     from schemas.datasets import IoiDataset
     from schemas.limits import Limits
     from workers.datasets.ioi import ioi_pairs
-    from workers.internals import kv_head_of
+    from workers.internals.capture import kv_head_of
     from workers.methods.circuit import _prepare, _receivers
     from workers.patching.exact import Counts
     from workers.patching.path import Receiver, path_patched_metrics

@@ -1,7 +1,7 @@
 """Knowledge neurons on SmolLM2-135M: locate time and the located-vs-random figures.
 
 - locate time: one fact with 3 paraphrases, all 30 layers, 20 IG steps (Gauss-Legendre), ours
-  (`workers.ffn`: every layer in one batched pass over single-token rows that share the prompt's
+  (`workers.internals.ffn`: every layer in one batched pass over single-token rows that share the prompt's
   KV cache) against the same integral computed one layer at a time as the reference code does
   (github.com/Hunter-DDM/knowledge-neurons, `1_analyze_mlm.py`: per layer, a batch of `n_steps`
   copies of the whole prompt with that layer's activation scaled, forward + backward), and the
@@ -36,7 +36,7 @@ FACTS = [
 ]
 
 
-# Specificity of the default (issue 10 item 2): the built-in control facts (workers/control_facts.py) were
+# Specificity of the default (issue 10 item 2): the built-in control facts (workers/knowledge/control_facts.py) were
 # chosen on TUNE (= FACTS) and TUNE_UNRELATED only; the figures are on HELD facts and HELD_UNRELATED facts, none
 # of which any choice looked at. Unrelated facts are of other relations than every fact they are measured
 # against and than the built-in controls; each prompt's model answer is its top-1 next token.
@@ -61,8 +61,8 @@ HELD_UNRELATED = ["The Mona Lisa was painted by Leonardo da", "The chemical symb
 
 def unrelated_changes(lm, neurons, prompts: list[str]) -> list[float]:
     """Relative change of each prompt's own top-1 next token's probability with the neurons suppressed."""
-    from workers.ffn import scale_deltas
-    from workers.knowledge import answer_prob, next_token
+    from workers.internals.ffn import scale_deltas
+    from workers.knowledge.neurons import answer_prob, next_token
 
     deltas = scale_deltas(lm, [(n.layer, n.index) for n in neurons], 0.0) if neurons else []
     out = []
@@ -79,18 +79,15 @@ def specificity_rows(lm, facts, unrelated, settings=(("builtin controls (default
     mean |change| of the unrelated facts, their largest |change|, random suppressed). Default parameters,
     no control_prompts."""
     from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams
+    from tests.unit.test_knowledge_neurons import Request
+    from workers.context import Context
     from workers.methods import knowledge_neurons
-    from workers.progress import no_progress
-
-    class Request:
-        def __init__(self, input, params):
-            self.input, self.params = input, params
 
     rows = []
     for answer, prompts in facts:
         for label, setting in settings:
             res = knowledge_neurons.run(lm, Request(KnowledgeNeuronsInput(prompts=prompts, answer=answer),
-                                                    KnowledgeNeuronsParams(**setting)), no_progress)
+                                                    KnowledgeNeuronsParams(**setting)), Context())
             ch = [abs(c) for c in unrelated_changes(lm, res.neurons, unrelated)]
             rows.append((answer, label, len(res.neurons), res.summary["suppressed"], statistics.mean(ch), max(ch),
                          res.summary.get("random_suppressed", 0.0)))
@@ -113,7 +110,7 @@ def specificity_table(rows) -> str:
 def specificity(lm) -> str:
     """The held-out figures (and, below them, the tuning set's), default parameters, with and without the
     built-in controls; IG is shared between the two settings (`memoized_ig`)."""
-    from workers.control_facts import CONTROL_PROMPTS
+    from workers.knowledge.control_facts import CONTROL_PROMPTS
 
     ig_times: list[float] = []
     t = time.perf_counter()
@@ -148,9 +145,9 @@ def load():
 
 def reference_layer_ig(lm, ids: list[int], answer: int, layer: int, n_steps: int) -> torch.Tensor:
     """One layer's IG as the reference computes it: n_steps full-prompt copies, scaled at that layer."""
-    from workers.ffn import clean_activations, ffn_out_modules
-    from workers.hooks import hooks
-    from workers.quadrature import quadrature
+    from workers.internals.ffn import clean_activations, ffn_out_modules
+    from workers.internals.hooks import hooks
+    from workers.numerics.quadrature import quadrature
 
     m, _ = clean_activations(lm, ids[:-1], ids[-1])
     alphas, weights = quadrature("gausslegendre", n_steps)
@@ -178,8 +175,8 @@ def timing(lm, repeats: int = int(os.environ.get("KN_BENCH_REPEATS", "1")),
            ref_layers: int = int(os.environ.get("KN_BENCH_REF_LAYERS", "6"))) -> tuple[str, float]:
     """`ref_layers` < 30: the reference is timed on that many evenly spaced layers and scaled to 30
     (its cost per layer is one full-prompt batch; the spread of layers averages the backward depth)."""
-    from workers.ffn import fact_attributions
-    from workers.knowledge import encode_answer
+    from workers.internals.ffn import fact_attributions
+    from workers.knowledge.neurons import encode_answer
 
     answer, prompts = FACTS[0]
     a = encode_answer(lm, answer)
@@ -239,8 +236,8 @@ def memoized_ig(stats: list[float]):
 
 def held_out_suppressed(lm, neurons) -> float:
     """Mean relative change of each HELD_OUT prompt's own top-1 token with the neurons suppressed."""
-    from workers.ffn import scale_deltas
-    from workers.knowledge import answer_prob, next_token
+    from workers.internals.ffn import scale_deltas
+    from workers.knowledge.neurons import answer_prob, next_token
 
     deltas = scale_deltas(lm, [(n.layer, n.index) for n in neurons], 0.0) if neurons else []
     changes = []
@@ -256,13 +253,10 @@ def figures(lm) -> tuple[str, float]:
     mean time of one IG pass (one prompt, all layers, 20 steps), which is what the filter adds per control."""
     from schemas.kinds.knowledge_edit import KnowledgeEditInput, KnowledgeEditParams
     from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams
-    from workers.edits import from_data
+    from tests.unit.test_knowledge_neurons import Request
+    from workers.context import Context
+    from workers.interventions.edits import from_data
     from workers.methods import knowledge_edit, knowledge_neurons
-    from workers.progress import no_progress
-
-    class Request:
-        def __init__(self, input, params):
-            self.input, self.params = input, params
 
     class MemoryStore:  # the benchmark keeps no artifacts; the last edit's deltas stay readable
         data: dict = {}
@@ -282,7 +276,7 @@ def figures(lm) -> tuple[str, float]:
             for label, setting in SETTINGS:
                 res = knowledge_neurons.run(lm, Request(
                     KnowledgeNeuronsInput(prompts=prompts, answer=answer, control_prompts=controls),
-                    KnowledgeNeuronsParams(**setting)), no_progress)
+                    KnowledgeNeuronsParams(**setting)), Context())
                 s = res.summary
                 layers = sorted({n.layer for n in res.neurons})
                 p = statistics.mean(e.prob for e in res.prompts)
@@ -302,7 +296,7 @@ def figures(lm) -> tuple[str, float]:
             edit = knowledge_edit.run(lm, Request(
                 KnowledgeEditInput(prompts=prompts[:2], paraphrases=prompts[2:], answer=answer, new_answer=" Rome",
                                    control_prompts=[p[0] for _, p in FACTS[1:4]]),
-                KnowledgeEditParams(operation="update", **setting)), no_progress, store=MemoryStore())
+                KnowledgeEditParams(operation="update", **setting)), Context(store=MemoryStore()))
             deltas = from_data(lm, MemoryStore.data["deltas"])
             held = knowledge_edit.locality(lm, HELD_OUT, [lm.encode(t).ids for t in HELD_OUT], deltas, 0.05)
             upd.append(

@@ -22,8 +22,15 @@ import time
 import torch
 
 from bench.common import ROOT, fmt_s, load_smollm2
-from bench.patching_peers import (POSITION_COMPONENTS, nnsight_effects, nnsight_model, one_token, tl_bridge,
-                                  tl_effects, tl_tqdm_off)
+from bench.patching_peers import (
+    POSITION_COMPONENTS,
+    nnsight_effects,
+    nnsight_model,
+    one_token,
+    tl_bridge,
+    tl_effects,
+    tl_tqdm_off,
+)
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Anne gave a drink to"  # a third name
@@ -107,9 +114,9 @@ def _commit() -> str:
 
 
 def run() -> str:
-    from workers.batching import rows_per_batch
+    from workers.context import Context
+    from workers.internals.batching import rows_per_batch
     from workers.methods import activation_patching
-    from workers.progress import no_progress
 
     # one thread: on 2 shared cores a second torch thread makes every op wait at its barrier (bench/results/patching.md)
     torch.set_num_threads(int(os.environ.get("LANTERN_BENCH_THREADS", "1")))
@@ -130,7 +137,7 @@ def run() -> str:
         T = len(clean)
         for component in COMPONENTS:
             exact_req = _request(lm, pair, component, "exact")
-            t_ours, res = _time(lambda: activation_patching.run(lm, exact_req, no_progress))
+            t_ours, res = _time(lambda: activation_patching.run(lm, exact_req, Context()))
             ours = torch.tensor(res.effects)
             flat = ours.flatten()
             patches = _patches(component, L, T, H)
@@ -165,7 +172,7 @@ def run() -> str:
             print(exact_rows[-1], flush=True)
 
             attr_req = _request(lm, pair, component, "attribution")
-            t_attr, attr = _time(lambda: activation_patching.run(lm, attr_req, no_progress))
+            t_attr, attr = _time(lambda: activation_patching.run(lm, attr_req, Context()))
             r = _pearson(torch.tensor(attr.effects), ours)
             attr_rows.append(f"| {T} | {component} | {fmt_s(t_attr)} | {attr.forwards} | "
                              f"{attr.positions_computed:,} | **{t_ours / t_attr:.0f}×** | {r:.3f} |")

@@ -9,8 +9,6 @@ Inseq (occlusion) runs on the shortest prompt only: it attributes each target st
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from bench.common import timed
@@ -32,9 +30,9 @@ def run() -> str:
 
     from schemas.jobs import parse_job
     from schemas.models import load_registry
+    from workers.context import Context
     from workers.methods.attribution import run as attribute
     from workers.models.loading import load_model
-    from workers.progress import no_progress
 
     torch.manual_seed(0)
     # one thread: on a shared 2-core machine two OpenMP threads spin on each other (measured here:
@@ -44,7 +42,7 @@ def run() -> str:
     tok = lm.tokenizer
     warm = parse_job({"kind": "attribution", "model": "smollm2-135m", "input": {"prompt": "Hello", "target": TARGET},
                       "params": {"method": "occlusion"}})
-    attribute(lm, warm, no_progress)
+    attribute(lm, warm, Context())
     rows = []
     for n in LENGTHS:
         prompt = prompt_of(lm, n)
@@ -55,8 +53,8 @@ def run() -> str:
             body = {"kind": "attribution", "model": "smollm2-135m", "input": {"prompt": prompt, "target": TARGET},
                     "params": {"method": method, **extra}}
             job = parse_job(body)
-            res = attribute(lm, job, no_progress)  # warm-up, and the result whose stats are shown
-            ours = timed(lambda: attribute(lm, job, no_progress), repeats=3 if n <= 64 else 1, warmup=0)
+            res = attribute(lm, job, Context())  # warm-up, and the result whose stats are shown
+            ours = timed(lambda: attribute(lm, job, Context()), repeats=3 if n <= 64 else 1, warmup=0)
             stats = res.perturbation
             if method == "occlusion":
                 peer, kwargs = FeatureAblation(lm.model), {}

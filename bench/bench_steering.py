@@ -52,8 +52,8 @@ def examples(train: list[dict], prompt: str = PROMPT) -> list[dict]:
 @torch.no_grad()
 def margins(lm, test: list[dict]) -> np.ndarray:
     """log p(true answer | prompt) − log p(false answer | prompt), summed over answer tokens, (items,)."""
-    from workers.inputs import encode_continuation
-    from workers.scoring import Target, TargetScorer
+    from workers.internals.inputs import encode_continuation
+    from workers.internals.scoring import Target, TargetScorer
 
     out = []
     for it in test:
@@ -69,16 +69,16 @@ def margins(lm, test: list[dict]) -> np.ndarray:
 
 def fit(lm, store, exs: list[dict], **params):
     from schemas.jobs import parse_job
+    from workers.context import Context
     from workers.methods import steering_fit
-    from workers.progress import no_progress
 
     req = parse_job({"kind": "steering_fit", "model": lm.id, "input": {"examples": exs}, "params": params})
-    return steering_fit.run(lm, req, no_progress, store=store)
+    return steering_fit.run(lm, req, Context(store=store))
 
 
 def steered_margins(lm, store, profile_id: str, alpha: float, test: list[dict]) -> np.ndarray:
     from schemas.kinds.steering_fit import SteeringRef
-    from workers.steering import apply
+    from workers.interventions.steering import apply
 
     with apply(lm, SteeringRef(profile_id=profile_id, alpha=alpha), store):
         return margins(lm, test)
@@ -123,8 +123,8 @@ def truthfulness_table(res, by_alpha: dict[float, np.ndarray]) -> str:
 def _tokens_per_s(lm, store, profile_id: str, n_new: int = 48, repeats: int = 7) -> tuple[float, float]:
     """Median greedy tokens/s unsteered and steered (α = 15), runs interleaved so drift hits both."""
     from schemas.jobs import parse_job
+    from workers.context import Context
     from workers.methods import generate
-    from workers.progress import no_progress
 
     def request(steering):
         params = {"max_new_tokens": n_new, "stop_at_eos": False, **({"steering": steering} if steering else {})}
@@ -136,7 +136,7 @@ def _tokens_per_s(lm, store, profile_id: str, n_new: int = 48, repeats: int = 7)
     for r in range(repeats + 1):
         for name, req in (("plain", plain), ("steered", steered)):
             t0 = time.perf_counter()
-            generate.run(lm, req, no_progress, store=store)
+            generate.run(lm, req, Context(store=store))
             if r:  # the first round warms up
                 times[name].append(time.perf_counter() - t0)
     return n_new / statistics.median(times["plain"]), n_new / statistics.median(times["steered"])
@@ -145,7 +145,7 @@ def _tokens_per_s(lm, store, profile_id: str, n_new: int = 48, repeats: int = 7)
 def _store():
     from redis import Redis
 
-    from workers.artifacts import ArtifactStore
+    from common.artifacts import ArtifactStore
 
     return ArtifactStore(Redis.from_url("redis://127.0.0.1:6379/14"), owner="bench")
 

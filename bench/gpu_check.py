@@ -19,11 +19,11 @@ from schemas.jobs import parse_job
 from schemas.limits import Limits
 from schemas.models import ModelSpec
 from tests.tiny import tokenizer
-from workers.batching import batch_tokens
-from workers.decoding import decode
+from workers.context import Context
+from workers.internals.batching import batch_tokens
+from workers.internals.decoding import decode
 from workers.methods import attribution
 from workers.models.loading import wrap
-from workers.progress import no_progress
 
 SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
@@ -42,10 +42,10 @@ def ig(lm, n):
     req = parse_job({"kind": "attribution", "model": "m", "input": {"prompt": prompt, "target": " Mary"},
                      "params": {"n_steps": 50}})
     torch.cuda.synchronize()
-    attribution.run(lm, req, no_progress, Limits(max_prompt_tokens=4096))  # warm-up
+    attribution.run(lm, req, Context(limits=Limits(max_prompt_tokens=4096)))  # warm-up
     torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    res = attribution.run(lm, req, no_progress, Limits(max_prompt_tokens=4096))
+    res = attribution.run(lm, req, Context(limits=Limits(max_prompt_tokens=4096)))
     torch.cuda.synchronize()
     return res, time.perf_counter() - t0, torch.cuda.max_memory_allocated()
 

@@ -25,10 +25,9 @@ from bench.bench_perturbation import METHODS, TARGET, prompt_of
 from bench.gpu_check import SMOLLM2
 from schemas.jobs import parse_job
 from schemas.models import ModelSpec
+from workers.context import Context
 from workers.methods.attribution import run as attribute
 from workers.models.loading import wrap
-from workers.progress import no_progress
-
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: a smoke run of this script only
 
@@ -75,7 +74,7 @@ def main() -> int:
             for method, extra in METHODS:
                 job = parse_job({"kind": "attribution", "model": "m", "input": {"prompt": prompt, "target": TARGET},
                                  "params": {"method": method, **extra}})
-                ours, res = timed_cuda(lambda: attribute(lm, job, no_progress), repeats=3)
+                ours, res = timed_cuda(lambda: attribute(lm, job, Context()), repeats=3)
                 peer = {"occlusion": FeatureAblation, "lime": Lime, "kernel_shap": KernelShap}[method](lm.model)
                 llm = LLMAttribution(peer, tok)
                 kwargs = {"n_samples": extra["n_samples"]} if extra else {}

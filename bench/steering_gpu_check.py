@@ -19,12 +19,12 @@ import torch
 
 from bench.gpu_check import model
 from schemas.kinds.steering_fit import SteeringFitParams
-from workers.activations import collect
-from workers.decoding import decode
-from workers.probing import make_splits
+from workers.internals.activations import collect
+from workers.internals.decoding import decode
+from workers.interventions.steering import layer_vectors, steered
 from workers.methods.steering_fit import fit_heads
+from workers.numerics.probing import make_splits
 from workers.progress import no_progress
-from workers.steering import layer_vectors, steered
 
 
 def main(out_dir: str) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from schemas.jobs import parse_job
 from schemas.models import load_registry
+from workers.context import Context
 from workers.methods import attention, attention_patterns
 from workers.models.loading import load_model
-from workers.progress import no_progress
 
 SENTENCES = [
     "The cat sat on the mat, and the dog slept by the door.",
@@ -36,7 +36,7 @@ def measure(lm) -> dict[int, dict[str, list[float]]]:
     for s in SENTENCES:
         req = parse_job({"kind": "attention", "model": "minilm-l6", "input": {"prompt": s},
                          "params": {"aggregate": "token_class"}})
-        for layer in attention.run(lm, req, no_progress).token_class:
+        for layer in attention.run(lm, req, Context()).token_class:
             row = rows.setdefault(layer.layer, {})
             for c in CLASSES:
                 row.setdefault(f"weight_{c}", []).append(getattr(layer.weight, c))
@@ -58,7 +58,7 @@ def table(rows) -> str:
 
 def patterns(lm) -> str:
     req = parse_job({"kind": "attention_patterns", "model": "minilm-l6", "input": {"prompts": SENTENCES}})
-    res = attention_patterns.run(lm, req, no_progress)
+    res = attention_patterns.run(lm, req, Context())
     shares = ", ".join(f"{c} {v:.0%}" for c, v in res.distribution.items())
     grid = "\n".join(f"| {i} | " + " | ".join(p.replace("vertical+diagonal", "v+d")[:6] for p in row) + " |"
                      for i, row in zip(res.layers, res.grid))

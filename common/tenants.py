@@ -1,6 +1,6 @@
 """Tenant names and the `tenant=value` lists the settings hold: API keys (`LANTERN_API_KEYS`, the
 lines of `LANTERN_API_KEYS_FILE`) and webhook secrets (`LANTERN_WEBHOOK_SECRETS`). The API
-(service/auth.py, service/main.py) and the webhook worker (workers/webhooks.py) read the same format,
+(service/auth.py, service/main.py) and the webhook worker (delivery/webhooks.py) read the same format,
 so it is parsed here, once."""
 
 from __future__ import annotations

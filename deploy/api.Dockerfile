@@ -1,5 +1,5 @@
 # The API image: FastAPI + Redis client, no torch, no transformers (~200 MB). The webhook worker
-# (`lantern webhook-worker`) runs from it too: it needs only the light modules of workers/.
+# and the reaper (`lantern webhook-worker`, package delivery/) run from it too.
 #   docker build -f deploy/api.Dockerfile -t lantern-api .
 FROM python:3.11-slim
 # LANTERN_METRICS_HOST: the webhook worker's metrics port listens on every interface of the container
@@ -11,9 +11,8 @@ COPY schemas ./schemas
 COPY common ./common
 COPY service ./service
 COPY lantern ./lantern
-COPY workers/__init__.py workers/errors.py workers/webhooks.py workers/webhook_worker.py workers/reaper.py \
-     workers/metrics_server.py workers/slots.py ./workers/
-RUN pip install . && python -c "import service.main, workers.webhook_worker, lantern.client, sys, importlib.resources as r; assert 'torch' not in sys.modules; assert r.files('service.ui').joinpath('static/index.html').is_file()"
+COPY delivery ./delivery
+RUN pip install . && python -c "import service.main, delivery.webhook_worker, lantern.client, sys, importlib.resources as r; assert 'torch' not in sys.modules; assert r.files('service.ui').joinpath('static/index.html').is_file()"
 RUN useradd --uid 10001 --no-create-home lantern
 USER 10001
 EXPOSE 8000

@@ -18,6 +18,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY common ./common
 COPY service ./service
+COPY delivery ./delivery
 COPY workers ./workers
 RUN pip install '.[worker]' && python -m workers.install_check
 RUN useradd --uid 10001 --no-create-home lantern

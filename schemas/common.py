@@ -1,13 +1,16 @@
-"""Base model, Problem (RFC 9457), provenance and the text-input shapes every kind shares."""
+"""Base model, Problem (RFC 9457), provenance, the job protocol (JobBase, JobInput, JobParams, Result)
+and the text-input shapes every kind shares."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
     from schemas.facts import Facts
+    from schemas.limits import Limits
 
 # A prompt is bounded in characters here (cheap, before any tokenizer); the token limit
 # (`Limits.max_prompt_tokens`) is checked with the model's own tokenizer.
@@ -43,12 +46,72 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+class JobInput(Strict):
+    """Base of every kind's `input`: the hooks the API (at submit) and the worker (before running)
+    call. Each returns the field errors it finds; the defaults find none."""
+
+    def over_limits(self, limits: Limits) -> Iterable[FieldError]:
+        """Setting-based limits this input breaks (the schema holds the hard caps)."""
+        return ()
+
+    def over_facts(self, facts: Facts) -> Iterable[FieldError]:
+        """What the model's facts (layers, heads, vocabulary, chat template) rule out."""
+        return ()
+
+
+class JobParams(Strict):
+    """Base of every kind's `params`, with the same hooks as `JobInput` (the facts hook also sees the
+    input: positions are checked against the prompt) and the result-size estimate."""
+
+    def over_limits(self, limits: Limits) -> Iterable[FieldError]:
+        return ()
+
+    def over_facts(self, facts: Facts, input: JobInput) -> Iterable[FieldError]:
+        return ()
+
+    def over_result_limit(self, n_tokens: int, facts: dict[str, Any], limits: Limits) -> Iterable[FieldError]:
+        """Errors when the result for a prompt of `n_tokens` would be over `max_result_bytes`, with the
+        selection that fits (schemas/sizes.py); kinds whose result size follows from the prompt override it."""
+        return ()
+
+
+WebhookEvent = Literal["started", "finished", "failed", "canceled"]
+
+
+class Webhook(Strict):
+    url: AnyHttpUrl
+    events: Annotated[list[WebhookEvent], Field(min_length=1, max_length=4)] = ["finished", "failed"]
+    secret: Annotated[str, Field(min_length=16, max_length=256)] | None = Field(
+        None, description="Standard Webhooks secret (whsec_...); default: the tenant's configured one"
+    )
+
+
+class JobBase(Strict):
+    """Base of every kind's job class (`class AttributionJob(JobBase)` in schemas/kinds/<kind>.py),
+    which adds `kind: Literal[...]`, `input` and `params`."""
+
+    model: ModelId
+    webhook: Webhook | None = None
+    kind: str
+    input: JobInput
+    params: JobParams
+
+    def over_limits(self, limits: Limits) -> list[FieldError]:
+        """Setting-based limits this request breaks (the schema holds the hard caps)."""
+        return [*self.input.over_limits(limits), *self.params.over_limits(limits)]
+
+    def over_facts(self, facts: Facts) -> list[FieldError]:
+        """Indices and params the model's facts, the prompt's length or the input itself rule out
+        (schemas/facts.py)."""
+        return [*self.input.over_facts(facts), *self.params.over_facts(facts, self.input)]
+
+
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant"]
     content: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
 
 
-class TextInput(Strict):
+class TextInput(JobInput):
     """`prompt` (a string) or `messages` (chat turns rendered with the model's chat template)."""
 
     prompt: Prompt | None = None
@@ -105,5 +168,5 @@ class Result(Strict):
 
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
-    provenance: Provenance | None = None
+    provenance: Provenance = Field(description="the model, revision, params and versions that made it")
     warnings: list[ResultWarning] = Field(default_factory=list, description="empty when nothing needs flagging")

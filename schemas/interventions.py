@@ -10,14 +10,14 @@ from typing import Annotated
 
 from pydantic import Field
 
-from schemas.common import Strict
+from schemas.common import JobParams
 from schemas.kinds.steering_fit import SteeringRef
 
 MAX_EDITS = 16
 EditId = Annotated[str, Field(pattern=r"^ed_[0-9a-f]{32}$")]
 
 
-class Interventions(Strict):
+class Interventions(JobParams):
     steering: SteeringRef | None = None
     edits: Annotated[list[EditId], Field(min_length=1, max_length=MAX_EDITS)] | None = Field(
         None, description="Knowledge edit sets (ids from `knowledge_edit`) applied for this job only, in order."

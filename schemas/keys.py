@@ -68,3 +68,18 @@ def active_jobs_key(owner: str) -> str:
     """Sorted set of an owner's queued and running job ids, scored by the time each took its slot
     (`max_active_jobs`): taken by the API at submit, given back by whatever ends the job."""
     return f"{PREFIX}:active:{owner}"
+
+
+def webhook_status_key(msg_id: str) -> str:
+    """A delivery's outcome (JSON: outcome, attempts, last status code), for operators and tests."""
+    return f"{PREFIX}:webhook-status:{msg_id}"
+
+
+def webhook_worker_key(name: str) -> str:
+    """A webhook worker's heartbeat."""
+    return f"{PREFIX}:webhook-worker:{name}"
+
+
+def reap_claim_key(what: str) -> str:
+    """Taken (SET NX) by the one reaper that handles `what` (a dead worker, a queue's dequeued list)."""
+    return f"{PREFIX}:reap:{what}"

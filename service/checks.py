@@ -5,11 +5,11 @@ field), not on the worker after a 202; the worker checks the same again before i
 
 from __future__ import annotations
 
-from schemas.artifacts import ArtifactView
+from common.artifacts import ArtifactStore, mismatch
 from schemas.common import FieldError, TextInput
 from schemas.facts import Facts
+from schemas.interventions import Interventions
 from schemas.jobs import JobBase
-from schemas.keys import artifact_key
 from schemas.limits import Limits
 from service.queue import JobQueue
 from service.tokens import TokenCounter
@@ -26,32 +26,28 @@ def model_errors(body: JobBase, queue: JobQueue, tokens: TokenCounter, limits: L
     with the selection that fits. Facts come from a live worker's heartbeat, the token count from the
     tokenizer workers publish; what is not known yet is left to the worker."""
     published = queue.model_facts(body.model)
-    text = body.input  # type: ignore[attr-defined]
+    text = body.input
     n_tokens = tokens.count(body.model, text) if published and isinstance(text, TextInput) else None
     errors = body.over_facts(Facts.of(published, n_tokens))
-    estimate = getattr(body.params, "over_result_limit", None)  # type: ignore[attr-defined]
-    if not errors and estimate is not None and published and n_tokens is not None:
-        errors = list(estimate(n_tokens, published, limits))
+    if not errors and published and n_tokens is not None:
+        errors = list(body.params.over_result_limit(n_tokens, published, limits))
     return _in_body(errors)
 
 
 def artifact_errors(body: JobBase, queue: JobQueue, owner: str) -> list[FieldError]:
     """Steering profiles and edit sets a job names must exist, be the caller's, and be for its model
     (the worker reads them again when the job runs: one deleted meanwhile still fails the job)."""
-    params = body.params  # type: ignore[attr-defined]
+    params = body.params
+    if not isinstance(params, Interventions):
+        return []
     refs: list[tuple[str, str, list[str | int]]] = []
-    if (steering := getattr(params, "steering", None)) is not None:
-        refs.append(("steering-profiles", steering.profile_id, ["params", "steering", "profile_id"]))
-    refs += [("edits", e, ["params", "edits", i]) for i, e in enumerate(getattr(params, "edits", None) or [])]
+    if params.steering is not None:
+        refs.append(("steering-profiles", params.steering.profile_id, ["params", "steering", "profile_id"]))
+    refs += [("edits", e, ["params", "edits", i]) for i, e in enumerate(params.edits or [])]
     if not refs:
         return []
-    raws = queue.redis.mget([artifact_key(kind, artifact_id) for kind, artifact_id, _ in refs])
-    errors = []
-    for (kind, artifact_id, loc), raw in zip(refs, raws):
-        view = ArtifactView.model_validate_json(raw) if raw else None
-        if view is None or view.owner != owner:
-            errors.append(FieldError(loc=loc, msg=f"no {kind} artifact {artifact_id!r}", type="not_found"))
-        elif view.model != body.model:
-            errors.append(FieldError(loc=loc, msg=f"{kind} artifact {artifact_id!r} was made for model "
-                                     f"{view.model!r}, not {body.model!r}", type="wrong_model"))
+    views = ArtifactStore(queue.redis, owner).find([(kind, artifact_id) for kind, artifact_id, _ in refs])
+    errors = [FieldError(loc=loc, msg=msg, type="not_found" if view is None else "wrong_model")
+              for (kind, artifact_id, loc), view in zip(refs, views)
+              if (msg := mismatch(kind, artifact_id, view, body.model)) is not None]
     return _in_body(errors)

@@ -33,14 +33,19 @@ CLIENT_COMMANDS = ("submit", "jobs", "get", "cancel", "models")  # service/cli_c
 WORKER_GRACE_S = 30.0  # on stop, a running job gets this long before its worker is killed
 
 
-def _api(host: str, port: int) -> None:
+def _api(host: str, port: int, workers: int = 1) -> None:
+    """Serve the API; `workers` > 1: that many processes on one port (uvicorn's supervisor, each
+    process builds its own app from the environment)."""
     import uvicorn
 
     from service.config import Settings
     from service.main import create_app
 
-    settings = Settings(host=host, port=port)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=os.environ.get("LANTERN_LOG_LEVEL", "info").lower())
+    log_level = os.environ.get("LANTERN_LOG_LEVEL", "info").lower()
+    if workers > 1:
+        uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+        return
+    uvicorn.run(create_app(Settings(host=host, port=port)), host=host, port=port, log_level=log_level)
 
 
 def _worker_command(args: list[str]) -> list[str]:
@@ -156,7 +161,7 @@ def _run_all(host: str, port: int, models: list[str]) -> None:
         worker_args = [a for m in models for a in ("--model", m)]
         children.append(subprocess.Popen(_worker_command(worker_args), start_new_session=True))
         # webhook delivery and the dead-worker reaper: a light process (no model)
-        children.append(subprocess.Popen([sys.executable, "-m", "workers.webhook_worker", "--metrics-port", "0"],
+        children.append(subprocess.Popen([sys.executable, "-m", "delivery.webhook_worker", "--metrics-port", "0"],
                                          start_new_session=True))
         print(CURL_EXAMPLE.format(host=host, port=port), flush=True)
         _api(host, port)
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["worker"]:  # everything after `worker` belongs to workers.main
         os.execv(sys.executable, _worker_command(argv[1:]))
     if argv[:1] == ["webhook-worker"]:  # a light process: no torch, no model
-        os.execv(sys.executable, [sys.executable, "-m", "workers.webhook_worker", *argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", "delivery.webhook_worker", *argv[1:]])
     parser = argparse.ArgumentParser(prog="lantern")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("api", "run"):
@@ -186,11 +191,13 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--port", type=int, default=int(os.environ.get("LANTERN_PORT", "8000")))
         if name == "run":
             p.add_argument("--model", action="append", default=None)
+        else:
+            p.add_argument("--workers", type=int, default=1, help="API processes on this port")
     sub.add_parser("worker", help="start a worker (see `lantern worker --help`)")
     sub.add_parser("webhook-worker", help="deliver webhooks, reap jobs of dead workers (no model)")
     args = parser.parse_args(argv)
     if args.command == "api":
-        _api(args.host, args.port)
+        _api(args.host, args.port, args.workers)
     else:
         _run_all(args.host, args.port, args.model or ["smollm2-135m"])
 

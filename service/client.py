@@ -10,7 +10,7 @@
 and honours `Retry-After` on 429/503 and when a server answers without holding the request.
 Errors are `LanternError`s carrying the RFC 9457 problem (status, type, title, detail, errors).
 `AsyncClient` is the same on `httpx.AsyncClient`. `verify_webhook` checks a Standard Webhooks
-signature as the service sends it (workers/webhooks.py).
+signature as the service sends it (delivery/webhooks.py).
 """
 
 from __future__ import annotations

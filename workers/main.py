@@ -23,10 +23,11 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
+from common.metrics_server import metrics_host, serve
+from delivery import reaper
 from schemas.keys import queue_name, tokenizer_digest_key, tokenizer_key, worker_key
 from schemas.models import load_registry
-from workers import metrics, reaper, tasks
-from workers.metrics_server import metrics_host, serve
+from workers import metrics, tasks
 from workers.models.loading import load_model
 
 log = logging.getLogger("lantern.worker")

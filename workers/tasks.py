@@ -11,29 +11,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-from importlib.metadata import version
 
 from pydantic import ValidationError
 from rq import get_current_job
 
-from schemas.common import FieldError, Problem, Provenance
+from common.artifacts import ArtifactStore
+from common.slots import release_slot
+from common.webhook_queue import notify
+from schemas.common import FieldError, Problem
 from schemas.facts import Facts
 from schemas.jobs import KINDS, JobBase, parse_job
 from schemas.keys import cancel_key, run_seconds_key
 from schemas.limits import Limits
-from workers import metrics, webhooks
+from workers import metrics
+from workers.context import Context
 from workers.errors import PROBLEM_BASE, BadInput, Canceled, JobFailed, ResultTooLarge
 from workers.finite import check_finite
-from workers.hooks import hook_ids, remove_hooks_since
+from workers.internals.hooks import hook_ids, remove_hooks_since
 from workers.models.loading import LM
 from workers.progress import JobProgress, cancel_points
 from workers.registry import REGISTRY
-from workers.slots import release_slot
 
 log = logging.getLogger("lantern.worker")
 
 MODELS: dict[str, LM] = {}  # filled once by workers.main at start-up
-VERSIONS = {p: version(p) for p in ("torch", "transformers", "lantern")}
 
 
 def run_job(payload: dict) -> dict:
@@ -49,7 +50,7 @@ def run_job(payload: dict) -> dict:
     outcome = "failed"
     out = None
     if job is not None:
-        webhooks.notify(job.connection, job, "started")
+        notify(job.connection, job, "started")
     try:
         out = _run(job, payload)
         outcome = "finished"
@@ -75,7 +76,7 @@ def run_job(payload: dict) -> dict:
         if job is not None and outcome == "finished":
             _update_runtime(job.connection, model_id, kind, elapsed)
         if job is not None:  # a Redis RPUSH only: delivery runs on the webhook worker
-            webhooks.notify(job.connection, job, outcome, result=out, error=job.meta.get("error"))
+            notify(job.connection, job, outcome, result=out, error=job.meta.get("error"))
             release_slot(job)
 
 
@@ -95,15 +96,11 @@ def _run(job, payload: dict) -> dict:
     connection = job.connection if job is not None else None
     progress = JobProgress(job, time.monotonic() + timeout,
                            is_canceled=lambda: bool(connection and connection.exists(cancel_key(job.id))))
-    t0 = time.perf_counter()
+    store = ArtifactStore(connection, job.meta.get("owner", "anonymous")) if job is not None else None
+    ctx = Context(progress=progress, limits=limits, store=store)
     with cancel_points(lm.layers, progress):  # cancel/deadline checked per layer, forward and backward
-        result = REGISTRY[request.kind].run(lm, request, progress)
-    result.provenance = Provenance(
-        model=lm.id, revision=lm.spec.revision, dtype=str(lm.dtype).removeprefix("torch."), device=str(lm.device),
-        kind=request.kind, method=getattr(request.params, "method", None),
-        params=request.params.model_dump(mode="json"), versions=VERSIONS,
-        elapsed_s=round(time.perf_counter() - t0, 4),
-    )
+        result = REGISTRY[request.kind].run(lm, request, ctx)
+    result.provenance.elapsed_s = round(time.perf_counter() - ctx.started, 4)
     out = result.model_dump(mode="json")  # NaN/±inf stay NaN/±inf here (Result's ser_json_inf_nan)
     try:
         size = len(json.dumps(out, allow_nan=False))

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.common import FieldError, JobBase, JobInput, JobParams, Prompt, Result, Strict
 from schemas.datasets import IoiDataset
 from schemas.facts import Facts, index_errors
 from schemas.sizes import Indices
@@ -32,7 +32,7 @@ class PatchPair(Strict):
     wrong_answer: Answer | None = Field(None, description="the corrupted run's answer; needed by logit_diff")
 
 
-class ActivationPatchingInput(Strict):
+class ActivationPatchingInput(JobInput):
     """One pair (`clean_prompt`, `corrupted_prompt`, `answer`, `wrong_answer`), `pairs`, or a generated
     `dataset`."""
 
@@ -63,7 +63,7 @@ class ActivationPatchingInput(Strict):
                           answer=self.answer, wrong_answer=self.wrong_answer)]  # type: ignore[arg-type]
 
 
-class ActivationPatchingParams(Strict):
+class ActivationPatchingParams(JobParams):
     component: Component = Field(
         "residual", description="residual (the stream entering a layer), attn_out, mlp_out: layer × position; "
         "attn_head (a head's output before the output projection), head_query/head_key/head_value: layer × head")
@@ -133,3 +133,9 @@ class ActivationPatchingResult(Result):
     forwards: int = Field(description="model forwards run (backwards counted as forwards)")
     positions_computed: int = Field(description="token positions × layers actually computed")
     positions_naive: int = Field(description="token positions × layers of one full forward per patch")
+
+
+class ActivationPatchingJob(JobBase):
+    kind: Literal["activation_patching"]
+    input: ActivationPatchingInput
+    params: ActivationPatchingParams = Field(default_factory=ActivationPatchingParams)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.common import FieldError, JobBase, JobParams, Result, Strict, TextInput
 from schemas.facts import Facts, index_errors
 from schemas.limits import Limits
 from schemas.sizes import ENVELOPE_BYTES, TOKEN_BYTES, Indices, count, first, square_bytes, too_large
@@ -30,7 +30,7 @@ class AttentionInput(TextInput):
     pass
 
 
-class AttentionParams(Strict):
+class AttentionParams(JobParams):
     measures: Annotated[list[Measure], Field(min_length=1, max_length=3)] = list(MEASURES)
     layers: Indices | None = Field(None, description="layer indices (negative from the end); absent: all")
     heads: Indices | None = Field(None, description="query heads for weights and norms; absent: all")
@@ -121,3 +121,9 @@ class AttentionResult(Result):
     kv_heads: list[int] = Field(description="the KV head each of `heads` reads (grouped-query attention)")
     layers: list[AttentionLayer] = Field(description="empty with aggregate 'token_class'")
     token_class: list[LayerTokenClass] | None = None
+
+
+class AttentionJob(JobBase):
+    kind: Literal["attention"]
+    input: AttentionInput
+    params: AttentionParams = Field(default_factory=AttentionParams)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.common import FieldError, JobBase, JobInput, JobParams, Prompt, Result, Strict
 from schemas.facts import Facts, index_errors
 from schemas.sizes import Indices
 
@@ -19,11 +19,11 @@ Pattern = Literal["vertical", "diagonal", "vertical+diagonal", "block", "heterog
 PATTERNS: tuple[Pattern, ...] = ("vertical", "diagonal", "vertical+diagonal", "block", "heterogeneous")
 
 
-class AttentionPatternsInput(Strict):
+class AttentionPatternsInput(JobInput):
     prompts: Annotated[list[Prompt], Field(min_length=1, max_length=64)]
 
 
-class AttentionPatternsParams(Strict):
+class AttentionPatternsParams(JobParams):
     layers: Indices | None = None
     heads: Indices | None = None
 
@@ -57,3 +57,9 @@ class AttentionPatternsResult(Result):
     patterns: list[HeadPattern]
     distribution: dict[str, float] = Field(description="class -> share of all (prompt, layer, head) maps")
     thresholds: dict[str, float]
+
+
+class AttentionPatternsJob(JobBase):
+    kind: Literal["attention_patterns"]
+    input: AttentionPatternsInput
+    params: AttentionPatternsParams = Field(default_factory=AttentionPatternsParams)

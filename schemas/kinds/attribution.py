@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.common import FieldError, JobBase, Result, Strict, TextInput
 from schemas.facts import Facts
 from schemas.interventions import Interventions
 from schemas.limits import Limits, limited, over
@@ -159,3 +159,8 @@ class AttributionResult(Result):
     replacement: str | None = Field(None, description="perturbation methods: what a removed token becomes")
     faithfulness: Faithfulness | None = None
 
+
+class AttributionJob(JobBase):
+    kind: Literal["attribution"]
+    input: AttributionInput
+    params: AttributionParams = Field(default_factory=AttributionParams)

@@ -10,14 +10,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import Result, Strict
+from schemas.common import JobBase, JobInput, JobParams, Result, Strict
 from schemas.datasets import IoiDataset, IoiPair
 
 Role = Literal["name_mover", "negative_name_mover", "s_inhibition", "induction", "duplicate_token",
                "previous_token", "backup_name_mover"]
 
 
-class CircuitInput(Strict):
+class CircuitInput(JobInput):
     dataset: IoiDataset | None = Field(None, description="generate the prompts (reproducible from the seed)")
     pairs: Annotated[list[IoiPair], Field(min_length=2, max_length=512)] | None = Field(
         None, description="your own labelled pairs, with the IO, S1, S2 and END positions of the clean prompt")
@@ -29,7 +29,7 @@ class CircuitInput(Strict):
         return self
 
 
-class CircuitParams(Strict):
+class CircuitParams(JobParams):
     task: Literal["ioi"] = "ioi"
     ablation: Literal["mean", "zero", "resample"] = Field(
         "mean", description="what an ablated head outputs in faithfulness and knock-outs: its mean over the "
@@ -113,3 +113,9 @@ class CircuitResult(Result):
     forwards: int
     positions_computed: int
     positions_naive: int
+
+
+class CircuitJob(JobBase):
+    kind: Literal["circuit"]
+    input: CircuitInput
+    params: CircuitParams = Field(default_factory=CircuitParams)

@@ -11,11 +11,11 @@ as sign(m_i)·v_i (the direction the sub-update writes), through the norm's scal
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.common import FieldError, JobBase, JobParams, Result, Strict, TextInput
 from schemas.facts import Facts, index_errors
 from schemas.limits import Limits
 from schemas.sizes import ENVELOPE_BYTES, FLOAT_BYTES, TOKEN_BYTES, Indices, count, first, too_large
@@ -25,7 +25,7 @@ class FfnProjectionInput(TextInput):
     pass
 
 
-class FfnProjectionParams(Strict):
+class FfnProjectionParams(JobParams):
     position: Annotated[int, Field(ge=-100_000, lt=100_000)] = Field(-1, description="default: the last token")
     layers: Indices | None = None
     top_values: Annotated[int, Field(ge=1, le=1024)] = 10
@@ -95,3 +95,9 @@ class FfnProjectionResult(Result):
     n_values: int = Field(description="FFN width: sub-updates per layer")
     projection: str = Field(description="how value vectors are read in the vocabulary on this model")
     layers: list[FfnLayer]
+
+
+class FfnProjectionJob(JobBase):
+    kind: Literal["ffn_projection"]
+    input: FfnProjectionInput
+    params: FfnProjectionParams = Field(default_factory=FfnProjectionParams)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.common import FieldError, JobBase, Result, TextInput
 from schemas.interventions import Interventions
 from schemas.limits import Limits, limited, over
 
@@ -45,3 +45,9 @@ class GenerateResult(Result):
     baseline_tokens: list[str] | None = None
     baseline_token_ids: list[int] | None = None
     baseline_token_logprobs: list[float] | None = None
+
+
+class GenerateJob(JobBase):
+    kind: Literal["generate"]
+    input: GenerateInput
+    params: GenerateParams = Field(default_factory=GenerateParams)

@@ -8,10 +8,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.common import FieldError, JobBase, Prompt, Result, Strict
 from schemas.facts import Facts, out_of_range
 from schemas.kinds.knowledge_neurons import (
-    MAX_CONTROL_PROMPTS, MAX_FACT_PROMPTS, Answer, FactInput, FilteredNeuron, LocateParams, Neuron,
+    MAX_CONTROL_PROMPTS,
+    MAX_FACT_PROMPTS,
+    Answer,
+    FactInput,
+    FilteredNeuron,
+    LocateParams,
+    Neuron,
 )
 
 Operation = Literal["suppress", "enhance", "erase", "update"]
@@ -97,3 +103,9 @@ class KnowledgeEditResult(Result):
     reliability: SetScore
     generalization: SetScore | None = None
     locality: SetScore | None = None
+
+
+class KnowledgeEditJob(JobBase):
+    kind: Literal["knowledge_edit"]
+    input: KnowledgeEditInput
+    params: KnowledgeEditParams = Field(default_factory=KnowledgeEditParams)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.common import FieldError, JobBase, JobInput, JobParams, Prompt, Result, Strict
 from schemas.facts import Facts, index_errors
 from schemas.limits import Limits, limited, over
 
@@ -19,7 +19,7 @@ MAX_CONTROL_PROMPTS = 32
 MAX_ANSWER_TOKENS = 8
 
 
-class FactInput(Strict):
+class FactInput(JobInput):
     prompts: Annotated[list[Prompt], Field(min_length=1, max_length=MAX_FACT_PROMPTS)] = Field(
         description="Paraphrases of one fact, each followed directly by the answer (mind the leading space)."
     )
@@ -32,7 +32,7 @@ class KnowledgeNeuronsInput(FactInput):
     )
 
 
-class LocateParams(Strict):
+class LocateParams(JobParams):
     """How neurons are located (shared by `knowledge_neurons` and `knowledge_edit`)."""
 
     n_steps: Annotated[int, Field(ge=1, le=1024)] = Field(20, json_schema_extra=limited("max_steps"))
@@ -77,7 +77,7 @@ class LocateParams(Strict):
 class KnowledgeNeuronsParams(LocateParams):
     builtin_controls: bool = Field(
         True, description="With no input.control_prompts: filter against (and report the effect on) the built-in "
-                          "control facts (workers/control_facts.py: 8 short facts from unrelated domains), so that "
+                          "control facts (workers/knowledge/control_facts.py: 8 short facts from unrelated domains), so that "
                           "the default neurons are specific to the fact (docs/knowledge.md); their IG scores are "
                           "computed once per worker and IG settings, then cached. false: no controls unless given.")
     enhance_factor: Annotated[float, Field(gt=1.0, le=100.0)] = 2.0
@@ -126,3 +126,9 @@ class KnowledgeNeuronsResult(Result):
     controls: list[PromptEffect]
     summary: dict[str, float] = Field(
         description="Mean relative change of the probability (after/before − 1) per intervention and prompt set")
+
+
+class KnowledgeNeuronsJob(JobBase):
+    kind: Literal["knowledge_neurons"]
+    input: KnowledgeNeuronsInput
+    params: KnowledgeNeuronsParams = Field(default_factory=KnowledgeNeuronsParams)

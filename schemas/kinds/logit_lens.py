@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.common import FieldError, JobBase, Result, Strict, TextInput
 from schemas.facts import Facts, index_errors
 from schemas.interventions import Interventions
 from schemas.limits import Limits
@@ -67,3 +67,9 @@ class LogitLensResult(Result):
     target_id: int | None = None
     unembedding: Literal["lm_head", "input_embeddings"]
     layers: list[LensLayer] = Field(description="by layer, resid_mid before resid_post")
+
+
+class LogitLensJob(JobBase):
+    kind: Literal["logit_lens"]
+    input: LogitLensInput
+    params: LogitLensParams = Field(default_factory=LogitLensParams)

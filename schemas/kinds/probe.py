@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import FieldError, Prompt, Result, Strict
+from schemas.common import FieldError, JobBase, JobInput, JobParams, Prompt, Result, Strict
 from schemas.facts import Facts, index_errors, split_error
 from schemas.limits import Limits, limited, over
 
@@ -31,7 +31,7 @@ class ProbeExample(Strict):
     )
 
 
-class ProbeInput(Strict):
+class ProbeInput(JobInput):
     examples: Annotated[list[ProbeExample], Field(min_length=4, max_length=MAX_EXAMPLES,
                                                   json_schema_extra=limited("max_samples"))]
 
@@ -46,7 +46,7 @@ class ProbeInput(Strict):
             yield over(["input", "examples"], len(self.examples), "max_samples", limits.max_samples)
 
 
-class SplitParams(Strict):
+class SplitParams(JobParams):
     """How probes are validated: seeded (stratified, group-aware) k-fold, or one held-out split."""
 
     folds: Annotated[int, Field(ge=2, le=20)] = 5
@@ -97,3 +97,9 @@ class ProbeResult(Result):
     )
     accuracy_std: list[float] | list[list[float]]
     best: list[SiteAccuracy]
+
+
+class ProbeJob(JobBase):
+    kind: Literal["probe"]
+    input: ProbeInput
+    params: ProbeParams = Field(default_factory=ProbeParams)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.common import FieldError, Result, Strict, TextInput
+from schemas.common import FieldError, JobBase, JobInput, Result, Strict, TextInput
 from schemas.facts import Facts
 from schemas.kinds.probe import MAX_EXAMPLES, SplitParams
 from schemas.limits import Limits, limited, over
@@ -33,7 +33,7 @@ class SteeringExample(TextInput):
     )
 
 
-class SteeringFitInput(Strict):
+class SteeringFitInput(JobInput):
     examples: Annotated[list[SteeringExample], Field(min_length=4, max_length=MAX_EXAMPLES,
                                                      json_schema_extra=limited("max_samples"))]
 
@@ -90,3 +90,9 @@ class SteeringRef(Strict):
 
     profile_id: Annotated[str, Field(pattern=r"^sp_[0-9a-f]{32}$")]
     alpha: Annotated[float, Field(ge=-1000.0, le=1000.0)] = 15.0
+
+
+class SteeringFitJob(JobBase):
+    kind: Literal["steering_fit"]
+    input: SteeringFitInput
+    params: SteeringFitParams = Field(default_factory=SteeringFitParams)

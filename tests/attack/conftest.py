@@ -95,7 +95,7 @@ class Stack:
         return proc
 
     def start_webhook_worker(self) -> None:
-        self.hook_worker = subprocess.Popen([sys.executable, "-m", "workers.webhook_worker", "--metrics-port", "0"],
+        self.hook_worker = subprocess.Popen([sys.executable, "-m", "delivery.webhook_worker", "--metrics-port", "0"],
                                             cwd=ROOT, env=self.env)
 
     def start_all(self) -> None:

@@ -17,7 +17,7 @@ PUBLIC = {"/healthz", "/readyz", "/metrics"}
 @pytest.fixture(scope="module")
 def owned(stack):
     """One finished job and one artifact of each kind, all owned by `acme`."""
-    from workers.artifacts import ArtifactStore
+    from common.artifacts import ArtifactStore
 
     with stack.client("acme") as c:
         r = c.post("/v1/jobs", json=gen())

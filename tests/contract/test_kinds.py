@@ -30,7 +30,7 @@ from schemas.examples import EXAMPLES
 from schemas.jobs import KINDS
 from schemas.models import load_registry
 from workers import metrics, tasks
-from workers.hooks import hook_count
+from workers.internals.hooks import hook_count
 from workers.registry import REGISTRY
 
 # kind -> parts of the request replaced on the tiny model, and why.

@@ -14,8 +14,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from delivery.reaper import reap
 from schemas.keys import active_jobs_key, queue_name
-from workers.reaper import reap
 
 pytestmark = pytest.mark.slow
 MODEL = "smollm2-135m"

@@ -15,10 +15,10 @@ from schemas.jobs import parse_job
 from schemas.limits import Limits
 from tests.unit.test_attention import check_against_reference, check_rebuild
 from tests.unit.test_ffn_projection import check_sub_updates
+from workers.context import Context
 from workers.errors import BadInput
 from workers.methods import attention, attention_patterns, logit_lens
 from workers.methods.attention import attention_maps
-from workers.progress import no_progress
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_ffn_sub_updates_rebuild_the_mlp_output(bundled):
 def test_logit_lens_last_layer_is_the_logits_and_finds_the_fact(smollm2):
     prompt = "The capital of France is"
     res = logit_lens.run(smollm2, job("logit_lens", {"prompt": prompt, "target": " Paris"}, {"positions": [-1]}),
-                         no_progress)
+                         Context())
     with torch.no_grad():
         logits = smollm2.model(input_ids=torch.tensor([smollm2.encode(prompt).ids])).logits[0, -1]
     probs = torch.softmax(logits, -1)
@@ -64,7 +64,7 @@ def test_special_tokens_draw_weight_but_little_norm_on_minilm(minilm):
     """Kobayashi et al. 2020, §4.2: [CLS] and [SEP] get much attention by weight, far less by norm."""
     by_weight, by_norm = [], []
     for s in SENTENCES:
-        res = attention.run(minilm, job("attention", {"prompt": s}, {"aggregate": "token_class"}), no_progress)
+        res = attention.run(minilm, job("attention", {"prompt": s}, {"aggregate": "token_class"}), Context())
         for layer in res.token_class[1:5]:
             by_weight.append(layer.weight.special)
             by_norm.append(sum(h.norm.special for h in layer.heads) / len(layer.heads))
@@ -78,7 +78,7 @@ def test_512_tokens_of_summed_norms_on_smollm2(smollm2):
     assert 500 <= n <= 512
     req = job("attention", {"prompt": prompt}, {"measures": ["summed_norms"]})
     with pytest.raises(BadInput) as e:  # 30 layers of 512×512: about 110 MB of JSON
-        attention.run(smollm2, req, no_progress)
+        attention.run(smollm2, req, Context())
     fits = e.value.errors[0].ctx["fits"]["layers"]
     assert e.value.status == 422 and 1 <= len(fits) < 30
     try:
@@ -92,7 +92,7 @@ def test_512_tokens_of_summed_norms_on_smollm2(smollm2):
     assert all(m["summed_norms"].shape == (n, n) for m in maps.values())
     assert not measured or peak_mb < 1024, peak_mb  # the (heads, n, n, d) tensor alone is 5.4 GB a layer
     res = attention.run(smollm2, job("attention", {"prompt": prompt}, {"measures": ["summed_norms"], "layers": fits}),
-                        no_progress)
+                        Context())
     assert len(json.dumps(res.model_dump(mode="json"))) <= Limits().max_result_bytes
 
 
@@ -105,6 +105,6 @@ def _peak_rss_kb() -> int:
 
 
 def test_attention_patterns_on_bundled_models(bundled):
-    res = attention_patterns.run(bundled, job("attention_patterns", {"prompts": SENTENCES}), no_progress)
+    res = attention_patterns.run(bundled, job("attention_patterns", {"prompts": SENTENCES}), Context())
     assert sum(res.distribution.values()) == pytest.approx(1.0)
     assert res.distribution["vertical"] > 0.2  # [CLS]/[SEP] or first-token stripes are common in both

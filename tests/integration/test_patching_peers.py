@@ -15,12 +15,19 @@ import torch
 pytest.importorskip("transformer_lens", reason="peers not installed: make .venv/.peers-installed")
 pytest.importorskip("nnsight", reason="peers not installed: make .venv/.peers-installed")
 
-from bench.patching_peers import (POSITION_COMPONENTS, nnsight_effects, nnsight_model, one_token,  # noqa: E402
-                                  tl_bridge, tl_effects, tl_tqdm_off)
+from bench.patching_peers import (  # noqa: E402
+    POSITION_COMPONENTS,
+    nnsight_effects,
+    nnsight_model,
+    one_token,
+    tl_bridge,
+    tl_effects,
+    tl_tqdm_off,
+)
 from schemas.jobs import JOB_MODELS  # noqa: E402
-from workers.hooks import hook_count  # noqa: E402
+from workers.context import Context
+from workers.internals.hooks import hook_count  # noqa: E402
 from workers.methods import activation_patching  # noqa: E402
-from workers.progress import no_progress  # noqa: E402
 
 TOL = 1e-4
 TINY = ("When Mary and John went to the store, John gave a drink to",
@@ -35,7 +42,7 @@ def lantern(lm, pair, **params) -> torch.Tensor:
         kind="activation_patching", model=lm.id,
         input={"clean_prompt": pair[0], "corrupted_prompt": pair[1], "answer": " Mary", "wrong_answer": " John"},
         params=params)
-    return torch.tensor(activation_patching.run(lm, req, no_progress).effects)
+    return torch.tensor(activation_patching.run(lm, req, Context()).effects)
 
 
 def ids_and_answers(lm, pair):

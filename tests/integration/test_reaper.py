@@ -1,4 +1,4 @@
-"""workers/reaper.py on a real Redis: a job `started` by a worker with no heartbeat is requeued
+"""delivery/reaper.py on a real Redis: a job `started` by a worker with no heartbeat is requeued
 once, then fails with a `worker-lost` problem; a live worker's job is left alone."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from delivery.reaper import reap
 from schemas.keys import queue_name, worker_key
-from workers.reaper import reap
 
 MODEL = "reaper-test"
 

@@ -7,14 +7,24 @@ import pytest
 import torch
 
 from schemas.jobs import JOB_MODELS
+from workers.context import Context
 from workers.errors import BadInput
-from workers.hooks import hook_count
+from workers.internals.hooks import hook_count
 from workers.methods import activation_patching
 from workers.patching import attribution
-from workers.patching.exact import (BaseRun, Counts, Metric, Patch, base_run, patched_metrics, plain_metric, plan,
-                                    prefix_cache, read_site)
+from workers.patching.exact import (
+    BaseRun,
+    Counts,
+    Metric,
+    Patch,
+    base_run,
+    patched_metrics,
+    plain_metric,
+    plan,
+    prefix_cache,
+    read_site,
+)
 from workers.patching.sites import site_of
-from workers.progress import no_progress
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -173,24 +183,24 @@ def test_attribution_patching_is_the_gradient_dot_the_difference(request, model,
 
 def test_the_job_reports_a_grid_with_named_axes_and_the_forwards_run(tiny_llama):
     before = {k: v.clone() for k, v in tiny_llama.model.state_dict().items()}
-    res = activation_patching.run(tiny_llama, job(component="attn_head", layers=[0, -1]), no_progress)
+    res = activation_patching.run(tiny_llama, job(component="attn_head", layers=[0, -1]), Context())
     assert res.axes == ["layer", "head"] and res.layers == [0, 2] and res.heads == list(range(6))
     assert len(res.effects) == 2 and len(res.effects[0]) == 6
     assert 2 < res.forwards <= 2 + 2  # source read (with its metric), base run, then a batch or one per layer
-    res = activation_patching.run(tiny_llama, job(component="residual", positions=[-1, 0]), no_progress)
+    res = activation_patching.run(tiny_llama, job(component="residual", positions=[-1, 0]), Context())
     assert res.axes == ["layer", "position"] and res.positions == [0, len(res.clean_tokens) - 1]
     # position 0 (BOS) is the same token in both prompts: patching it changes nothing at any layer
     assert [row[0] for row in res.effects] == pytest.approx([0.0] * 3, abs=1e-5)
-    res = activation_patching.run(tiny_llama, job(component="head_key", per_position=True, heads=[1]), no_progress)
+    res = activation_patching.run(tiny_llama, job(component="head_key", per_position=True, heads=[1]), Context())
     assert res.axes == ["layer", "kv_head", "position"] and res.heads == [1]
     assert all(torch.equal(before[k], v) for k, v in tiny_llama.model.state_dict().items())
     assert hook_count(tiny_llama.model) == 0
 
 
 def test_attribution_job_verifies_its_top_estimates_exactly(tiny_llama):
-    res = activation_patching.run(tiny_llama, job(method="attribution", verify_top_k=5), no_progress)
+    res = activation_patching.run(tiny_llama, job(method="attribution", verify_top_k=5), Context())
     assert len(res.checks) == 5
-    exact = activation_patching.run(tiny_llama, job(), no_progress)
+    exact = activation_patching.run(tiny_llama, job(), Context())
     for c in res.checks:
         assert c.exact == pytest.approx(exact.effects[c.index[0]][c.index[1]], abs=1e-4)
         assert c.estimate == pytest.approx(res.effects[c.index[0]][c.index[1]])
@@ -202,8 +212,8 @@ def test_noise_direction_and_pairs_average_before_normalising(tiny_llama):
     pair = {"clean_prompt": CLEAN, "corrupted_prompt": CORRUPT, "answer": " Mary", "wrong_answer": " John"}
     two = JOB_MODELS["activation_patching"](kind="activation_patching", model="tiny",
                                             input={"pairs": [pair, pair]}, params={"direction": "noise"})
-    one = activation_patching.run(tiny_llama, job(direction="noise"), no_progress)
-    res = activation_patching.run(tiny_llama, two, no_progress)
+    one = activation_patching.run(tiny_llama, job(direction="noise"), Context())
+    res = activation_patching.run(tiny_llama, two, Context())
     assert res.n_pairs == 2
     assert torch.allclose(torch.tensor(res.effects), torch.tensor(one.effects), atol=1e-6)
     # noising BOS (the same token in both prompts) leaves the clean run: effect 1 at every layer
@@ -216,7 +226,7 @@ def test_bad_pairs_are_refused_with_the_field_and_both_token_lists(tiny_llama):
         input={"clean_prompt": CLEAN, "corrupted_prompt": CORRUPT + " the store", "answer": " Mary",
                "wrong_answer": " John"})
     with pytest.raises(BadInput) as e:
-        activation_patching.run(tiny_llama, bad, no_progress)
+        activation_patching.run(tiny_llama, bad, Context())
     err = e.value.errors[0]
     assert err.loc == ["input", "corrupted_prompt"] and err.type == "length_mismatch"
     assert "clean_tokens" in err.ctx and "corrupted_tokens" in err.ctx
@@ -224,7 +234,7 @@ def test_bad_pairs_are_refused_with_the_field_and_both_token_lists(tiny_llama):
         kind="activation_patching", model="tiny",
         input={"clean_prompt": CLEAN, "corrupted_prompt": CLEAN, "answer": " Mary", "wrong_answer": " John"})
     with pytest.raises(BadInput, match="no effect to normalise"):
-        activation_patching.run(tiny_llama, same, no_progress)
+        activation_patching.run(tiny_llama, same, Context())
 
 
 def test_the_planner_cuts_batches_by_cost():
@@ -242,7 +252,7 @@ def test_zero_and_mean_ablation_write_what_they_say(tiny_llama):
     pair = {"clean_prompt": CLEAN, "corrupted_prompt": CORRUPT, "answer": " Mary", "wrong_answer": " John"}
     other = {**pair, "clean_prompt": CORRUPT, "corrupted_prompt": CLEAN, "answer": " John", "wrong_answer": " Mary"}
     zero = activation_patching.run(tiny_llama, job(component="residual", direction="noise", ablation="zero",
-                                                   layers=[0], positions=[3]), no_progress)
+                                                   layers=[0], positions=[3]), Context())
     # by hand: the clean run with the residual entering layer 0 at position 3 set to zero
     lm, ids = tiny_llama, tiny_llama.encode(CLEAN).ids
     h = lm.layers[0].register_forward_pre_hook(lambda m, a: (a[0].index_fill(1, torch.tensor([3]), 0.0), *a[1:]))
@@ -255,7 +265,7 @@ def test_zero_and_mean_ablation_write_what_they_say(tiny_llama):
     assert zero.effects[0][0] == pytest.approx(want, abs=1e-4)
     two = JOB_MODELS["activation_patching"](kind="activation_patching", model="tiny", input={"pairs": [pair, other]},
                                             params={"ablation": "mean", "component": "attn_head", "layers": [1]})
-    mean = activation_patching.run(tiny_llama, two, no_progress)
+    mean = activation_patching.run(tiny_llama, two, Context())
     assert mean.axes == ["layer", "head"] and len(mean.effects[0]) == 6
 
 

@@ -13,11 +13,11 @@ from schemas.jobs import parse_job
 from schemas.kinds.attention import AttentionParams
 from schemas.limits import Limits
 from tests.tiny import tiny_bert, tiny_gpt2, tiny_llama
+from workers.context import Context
 from workers.errors import BadInput
-from workers.hooks import hook_count
+from workers.internals.hooks import hook_count
 from workers.methods import attention
 from workers.methods.attention import attention_maps, summed_norms_of, token_classes
-from workers.progress import no_progress
 
 TEXT = "When Mary and John went to the store, John gave a drink to Mary. The quick brown fox!"
 ALL = ("weights", "norms", "summed_norms")
@@ -149,7 +149,7 @@ def request(body: dict):
 def test_run_returns_the_selection_and_gqa_heads():
     lm = tiny_llama()
     res = attention.run(lm, request({"input": {"prompt": TEXT}, "params": {"layers": [-1], "heads": [5, 0],
-                                                                           "measures": ["norms"]}}), no_progress)
+                                                                           "measures": ["norms"]}}), Context())
     assert res.heads == [0, 5] and res.kv_heads == [0, 1]  # 6 query heads over 2 KV heads
     (layer,) = res.layers
     assert layer.layer == 2 and layer.weights is None and layer.summed_norms is None
@@ -162,7 +162,7 @@ def test_token_classes_and_shares():
     classes = token_classes(lm, enc)
     assert classes[0] == classes[-1] == "special"  # [CLS], [SEP]
     assert classes[lm.token_strings(enc.ids).index(",")] == "punctuation"
-    res = attention.run(lm, request({"input": {"prompt": TEXT}, "params": {"aggregate": "token_class"}}), no_progress)
+    res = attention.run(lm, request({"input": {"prompt": TEXT}, "params": {"aggregate": "token_class"}}), Context())
     assert res.layers == [] and len(res.token_class) == 2
     maps = attention_maps(lm, enc.ids, [0], [0, 1, 2, 3], ALL)[0]
     special = torch.tensor([c == "special" for c in classes])
@@ -199,15 +199,15 @@ def test_estimate_bounds_the_real_size_and_the_worker_refuses_with_a_422():
     lm = tiny_llama()
     n = len(lm.encode(TEXT).ids)
     req = request({"input": {"prompt": TEXT}})
-    real = len(json.dumps(attention.run(lm, req, no_progress).model_dump(mode="json")))
+    real = len(json.dumps(attention.run(lm, req, Context()).model_dump(mode="json")))
     estimate = req.params.estimate_bytes(n, 3, 6, causal=True)
     assert real <= estimate <= 1.6 * real
     with pytest.raises(BadInput) as e:
-        attention.run(lm, req, no_progress, Limits(max_result_bytes=real // 2))
+        attention.run(lm, req, Context(limits=Limits(max_result_bytes=real // 2)))
     assert e.value.status == 422 and e.value.errors[0].ctx["fits"]["layers"] == [0]
 
 
 def test_out_of_range_layer_is_bad_input():
     with pytest.raises(BadInput) as e:
-        attention.run(tiny_bert(), request({"input": {"prompt": TEXT}, "params": {"layers": [5]}}), no_progress)
+        attention.run(tiny_bert(), request({"input": {"prompt": TEXT}, "params": {"layers": [5]}}), Context())
     assert e.value.errors[0].loc == ["params", "layers"]

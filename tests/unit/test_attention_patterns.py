@@ -8,9 +8,9 @@ import torch
 
 from schemas.jobs import parse_job
 from tests.tiny import tiny_bert, tiny_llama
+from workers.context import Context
 from workers.errors import BadInput
 from workers.methods import attention_patterns as ap
-from workers.progress import no_progress
 
 N = 32
 
@@ -102,7 +102,7 @@ def test_run_classifies_every_selected_head(build):
     prompts = ["When Mary and John went to the store, John gave a drink to Mary.",
                "The capital of France is Paris. The capital of Italy is Rome.",
                "Two plus two is four. Three plus three is six."]
-    res = ap.run(lm, request(prompts, {"layers": [-1], "heads": [0, 2]}), no_progress)
+    res = ap.run(lm, request(prompts, {"layers": [-1], "heads": [0, 2]}), Context())
     assert res.n_prompts == 3 and res.layers == [len(lm.layers) - 1] and res.heads == [0, 2]
     assert len(res.grid) == 1 and len(res.grid[0]) == 2 and len(res.patterns) == 2
     assert sum(res.distribution.values()) == pytest.approx(1.0) and set(res.distribution) == set(ap.PATTERNS)
@@ -113,4 +113,4 @@ def test_run_classifies_every_selected_head(build):
 
 def test_too_short_prompt_is_bad_input():
     with pytest.raises(BadInput):
-        ap.run(tiny_llama(), request(["Hi"]), no_progress)
+        ap.run(tiny_llama(), request(["Hi"]), Context())

@@ -6,8 +6,8 @@ from captum.attr import LayerIntegratedGradients
 
 from schemas.jobs import parse_job
 from schemas.limits import Limits
+from workers.context import Context
 from workers.methods import attribution
-from workers.progress import no_progress
 
 PROMPT = "When Mary and John went to the store, John gave a drink to"
 
@@ -35,7 +35,7 @@ def captum_ig(lm, ids, target_id, baseline_id, n_steps, rule):
 @pytest.mark.parametrize("rule,steps", [("gausslegendre", 50), ("riemann_trapezoid", 20), ("riemann_middle", 16)])
 def test_ig_equals_captum_layer_integrated_gradients(tiny_llama, rule, steps):
     lm = tiny_llama
-    res = attribution.run(lm, request(n_steps=steps, rule=rule), no_progress)
+    res = attribution.run(lm, request(n_steps=steps, rule=rule), Context())
     enc = lm.encode(PROMPT)
     target_id = lm.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0]
     expected, delta = captum_ig(lm, enc.ids, target_id, lm.tokenizer.pad_token_id, steps, rule)
@@ -49,7 +49,7 @@ def test_ig_equals_captum_layer_integrated_gradients(tiny_llama, rule, steps):
 
 
 def test_ig_completeness_on_a_smooth_path(tiny_llama):
-    res = attribution.run(tiny_llama, request(n_steps=64, target=" Mary and John"), no_progress)
+    res = attribution.run(tiny_llama, request(n_steps=64, target=" Mary and John"), Context())
     c = res.convergence
     assert len(res.scores) == len(res.target_tokens) == len(c.delta) > 1
     for row, f_x, f_0, rel in zip(res.scores, c.f_input, c.f_baseline, c.relative_error):
@@ -60,7 +60,7 @@ def test_ig_completeness_on_a_smooth_path(tiny_llama):
 def test_multi_token_rows_teacher_force_the_earlier_target_tokens(tiny_llama):
     """Row j equals IG of target token j on prompt ++ target[:j], restricted to prompt columns."""
     lm = tiny_llama
-    res = attribution.run(lm, request(n_steps=24, target=" Mary and"), no_progress)
+    res = attribution.run(lm, request(n_steps=24, target=" Mary and"), Context())
     enc = lm.encode(PROMPT)
     tgt = lm.tokenizer(" Mary and", add_special_tokens=False)["input_ids"]
     n = len(enc.ids)
@@ -70,7 +70,7 @@ def test_multi_token_rows_teacher_force_the_earlier_target_tokens(tiny_llama):
         base = x_emb.clone()
         base[0, 1:n] = lm.embed(torch.tensor(lm.tokenizer.pad_token_id))
         total = torch.zeros_like(x_emb)
-        from workers.quadrature import quadrature
+        from workers.numerics.quadrature import quadrature
         for a, w in zip(*quadrature("gausslegendre", 24)):
             pt = (base + a * (x_emb - base)).requires_grad_(True)
             lp = torch.log_softmax(lm.model(inputs_embeds=pt).logits[0, -1], -1)[tgt[j]]
@@ -83,7 +83,7 @@ def test_multi_token_rows_teacher_force_the_earlier_target_tokens(tiny_llama):
 @pytest.mark.parametrize("method", ["saliency", "input_x_gradient"])
 def test_gradient_methods_equal_direct_autograd(tiny_llama, method):
     lm = tiny_llama
-    res = attribution.run(lm, request(method=method, target_metric="prob"), no_progress)
+    res = attribution.run(lm, request(method=method, target_metric="prob"), Context())
     ids = torch.tensor([lm.encode(PROMPT).ids])
     x = lm.embed(ids).detach().requires_grad_(True)
     target_id = lm.tokenizer(" Mary", add_special_tokens=False)["input_ids"][0]
@@ -95,8 +95,8 @@ def test_gradient_methods_equal_direct_autograd(tiny_llama, method):
 
 
 def test_word_granularity_sums_the_tokens_of_each_word(tiny_llama):
-    tok = attribution.run(tiny_llama, request(n_steps=8), no_progress)
-    word = attribution.run(tiny_llama, request(n_steps=8, granularity="word"), no_progress)
+    tok = attribution.run(tiny_llama, request(n_steps=8), Context())
+    word = attribution.run(tiny_llama, request(n_steps=8, granularity="word"), Context())
     assert "".join(word.input_tokens) == "".join(tok.input_tokens)
     assert len(word.input_tokens) < len(tok.input_tokens)
     for (a, b), s in zip(word.unit_spans, word.scores[0]):
@@ -104,25 +104,24 @@ def test_word_granularity_sums_the_tokens_of_each_word(tiny_llama):
 
 
 def test_special_tokens_stay_fixed_and_score_zero(tiny_llama):
-    res = attribution.run(tiny_llama, request(n_steps=8), no_progress)
+    res = attribution.run(tiny_llama, request(n_steps=8), Context())
     assert res.input_tokens[0] == "<s>" and res.scores[0][0] == 0.0
-    still_first = attribution.run(tiny_llama, request(n_steps=8, fix_special_tokens=False), no_progress)
+    still_first = attribution.run(tiny_llama, request(n_steps=8, fix_special_tokens=False), Context())
     assert still_first.scores[0][0] == 0.0  # position 0 is also the attention sink, fixed by default
     free = attribution.run(tiny_llama, request(n_steps=8, fix_special_tokens=False, fix_first_token=False),
-                           no_progress)
+                           Context())
     assert free.scores[0][0] != 0.0
 
 
 def test_auto_steps_double_until_tolerance(tiny_llama):
-    res = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-6), no_progress)
+    res = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-6), Context())
     assert res.convergence.n_steps >= 32 and res.convergence.n_steps & (res.convergence.n_steps - 1) == 0
-    capped = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-12), no_progress,
-                             limits=Limits(max_steps=64))
+    capped = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-12), Context(limits=Limits(max_steps=64)))
     assert capped.convergence.n_steps == 64
 
 
 def test_generated_target_when_none_given(tiny_llama):
-    res = attribution.run(tiny_llama, request(target=None, max_new_tokens=3, n_steps=4), no_progress)
+    res = attribution.run(tiny_llama, request(target=None, max_new_tokens=3, n_steps=4), Context())
     assert res.target_generated and len(res.target_tokens) == 3 == len(res.scores)
 
 
@@ -130,31 +129,31 @@ def test_zero_baseline_and_mask_baseline_errors(tiny_llama):
     from workers.errors import BadInput
 
     # RMSNorm makes the path from a zero embedding steep near α = 0: more steps, smaller error.
-    coarse = attribution.run(tiny_llama, request(baseline="zero", n_steps=8), no_progress).convergence
-    fine = attribution.run(tiny_llama, request(baseline="zero", n_steps=128), no_progress).convergence
+    coarse = attribution.run(tiny_llama, request(baseline="zero", n_steps=8), Context()).convergence
+    fine = attribution.run(tiny_llama, request(baseline="zero", n_steps=128), Context()).convergence
     assert fine.relative_error[0] < coarse.relative_error[0]
     assert fine.f_input == coarse.f_input and fine.f_baseline == coarse.f_baseline
     with pytest.raises(BadInput, match="no mask token"):
-        attribution.run(tiny_llama, request(baseline="mask"), no_progress)
+        attribution.run(tiny_llama, request(baseline="mask"), Context())
 
 
 def test_progress_is_reported_and_can_stop_the_job(tiny_llama):
     from workers.errors import Canceled
 
     seen = []
-    attribution.run(tiny_llama, request(n_steps=8), seen.append)
+    attribution.run(tiny_llama, request(n_steps=8), Context(progress=seen.append))
     assert seen and seen[-1] == 1.0
 
     def cancel(fraction):
         raise Canceled("stop")
 
     with pytest.raises(Canceled):
-        attribution.run(tiny_llama, request(n_steps=8), cancel)
+        attribution.run(tiny_llama, request(n_steps=8), Context(progress=cancel))
 
 
 def test_completeness_over_tolerance_is_flagged_in_warnings(tiny_llama):
     """Issue 10 item 3: an IG result whose relative completeness error is over `tolerance` says so."""
-    coarse = attribution.run(tiny_llama, request(baseline="zero", n_steps=1), no_progress)
+    coarse = attribution.run(tiny_llama, request(baseline="zero", n_steps=1), Context())
     assert coarse.convergence.relative_error[0] > 0.05
     (warning,) = coarse.warnings
     assert warning.type == "ig-not-converged" and "n_steps 'auto'" in warning.detail
@@ -162,18 +161,17 @@ def test_completeness_over_tolerance_is_flagged_in_warnings(tiny_llama):
     assert warning.ctx["tolerance"] == 0.05 and warning.ctx["n_steps"] == 1
     assert coarse.model_dump(mode="json")["warnings"][0]["type"] == "ig-not-converged"
 
-    fine = attribution.run(tiny_llama, request(baseline="zero", n_steps=50), no_progress)
+    fine = attribution.run(tiny_llama, request(baseline="zero", n_steps=50), Context())
     assert fine.convergence.relative_error[0] <= 0.05 and fine.warnings == []
     # the tolerance is the caller's: the same coarse error under a looser one is not flagged
     loose = attribution.run(tiny_llama, request(baseline="zero", n_steps=1, tolerance=1.0,
-                                                rule="riemann_right"), no_progress)
+                                                rule="riemann_right"), Context())
     assert loose.convergence.relative_error[0] <= 1.0 and loose.warnings == []
 
-    capped = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-12), no_progress,
-                             limits=Limits(max_steps=64))
+    capped = attribution.run(tiny_llama, request(n_steps="auto", tolerance=1e-12), Context(limits=Limits(max_steps=64)))
     assert [w.type for w in capped.warnings] == ["ig-not-converged"] and "max_steps" in capped.warnings[0].detail
 
 
 def test_every_result_carries_an_empty_warnings_list_by_default(tiny_llama):
-    res = attribution.run(tiny_llama, request(method="saliency"), no_progress)
+    res = attribution.run(tiny_llama, request(method="saliency"), Context())
     assert res.warnings == [] and res.model_dump(mode="json")["warnings"] == []

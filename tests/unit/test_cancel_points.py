@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from schemas.jobs import parse_job
+from workers.context import Context
 from workers.errors import Canceled, DeadlineExceeded
 from workers.methods import attribution, generate
 from workers.progress import JobProgress, cancel_points, checkpoint
@@ -75,7 +76,7 @@ def test_a_long_generate_stops_at_the_token_after_the_flag(tiny_llama):
     req = parse_job({"kind": "generate", "model": "tiny", "input": {"prompt": "Hello world"},
                      "params": {"max_new_tokens": 200, "stop_at_eos": False}})
     with cancel_points(tiny_llama.layers, p), pytest.raises(Canceled):
-        generate.run(tiny_llama, req, report)
+        generate.run(tiny_llama, req, Context(progress=report))
     assert len(seen) == 3  # stopped within the very progress call that followed the flag
 
 
@@ -90,7 +91,7 @@ def test_one_big_ig_batch_stops_inside_its_forward_or_backward(tiny_llama, where
                      "params": {"n_steps": 64}})
     reports: list[float] = []
     with cancel_points(tiny_llama.layers, p):
-        attribution.run(tiny_llama, req, reports.append)
+        attribution.run(tiny_llama, req, Context(progress=reports.append))
     assert reports == [1.0]  # one batch: a single progress report, at its end
     # checks per run: the endpoints' forward (n), then the batch's forward (n) and backward (n)
     assert counter.reads >= 3 * n_layers
@@ -99,7 +100,7 @@ def test_one_big_ig_batch_stops_inside_its_forward_or_backward(tiny_llama, where
     flag = Flag(after=first_in_batch)
     reports.clear()
     with cancel_points(tiny_llama.layers, progress(flag, cancel_interval=0.0)), pytest.raises(Canceled):
-        attribution.run(tiny_llama, req, reports.append)
+        attribution.run(tiny_llama, req, Context(progress=reports.append))
     assert reports == [] and flag.reads == first_in_batch
 
 
@@ -115,7 +116,7 @@ def test_probe_fits_check_between_newton_steps():
     import numpy as np
     import torch
 
-    from workers import logistic
+    from workers.numerics import logistic
 
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.normal(size=(40, 3, 4)))

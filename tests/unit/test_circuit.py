@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from schemas.jobs import JOB_MODELS
-from workers.hooks import hook_count
+from workers.context import Context
+from workers.internals.hooks import hook_count
 from workers.methods import circuit
-from workers.progress import no_progress
 
 PLANTED = {(0, 4), (1, 2)}
 PAIRS = [  # names that are single tokens of the tiny tokenizer; ABC-style corruption
@@ -53,7 +53,7 @@ def test_the_pipeline_finds_only_the_planted_heads(planted):
     pairs = [{**p, "positions": positions_of(planted, p)} for p in PAIRS]
     job = JOB_MODELS["circuit"](kind="circuit", model="tiny", input={"pairs": pairs},
                                 params={"threshold": 0.001, "ablation": "mean"})
-    res = circuit.run(planted, job, no_progress)
+    res = circuit.run(planted, job, Context())
     direct = torch.tensor(res.direct_effects)  # (L, H)
     for layer in range(direct.shape[0]):
         for h in range(direct.shape[1]):
@@ -76,6 +76,6 @@ def test_faithfulness_of_the_planted_circuit_holds_under_every_ablation(planted,
     pairs = [{**p, "positions": positions_of(planted, p)} for p in PAIRS]
     job = JOB_MODELS["circuit"](kind="circuit", model="tiny", input={"pairs": pairs},
                                 params={"threshold": 0.001, "ablation": ablation})
-    res = circuit.run(planted, job, no_progress)
+    res = circuit.run(planted, job, Context())
     assert res.faithfulness.ablation == ablation
     assert res.faithfulness.with_negative == pytest.approx(1.0, abs=1e-5)

@@ -20,7 +20,7 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def _signed(body: str, msg_id: str = "msg_1", ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
-    from workers.webhooks import sign  # the service's own signer (torch-free module)
+    from delivery.webhooks import sign  # the service's own signer (torch-free module)
 
     ts = int(time.time()) if ts is None else ts
     return {"Webhook-Id": msg_id, "Webhook-Timestamp": str(ts), "Webhook-Signature": sign(secret, msg_id, ts, body)}
@@ -84,11 +84,13 @@ def test_heatmap_colours_each_token():
 def test_notebook_html_for_attention_and_other_kinds():
     from service.client import result_type
 
-    res = result_type("attention").model_validate({
+    provenance = {"model": "m", "dtype": "float32", "device": "cpu", "kind": "attention", "params": {}, "versions": {},
+                  "elapsed_s": 0.1}
+    res = result_type("attention").model_validate({"provenance": provenance,
         "tokens": ["<s>", "a", "b"], "token_classes": ["special", "other", "other"], "heads": [0, 1], "kv_heads": [0, 0],
         "layers": [{"layer": 0, "weights": [[[1, 0, 0], [0.5, 0.5, 0], [0.2, 0.3, 0.5]]] * 2}]})
     html = res._repr_html_()
     assert html.count("<svg") == 2 and "L0" in html and "H1" in html
-    assert result_type("generate").model_validate({
+    assert result_type("generate").model_validate({"provenance": {**provenance, "kind": "generate"},
         "text": "x", "tokens": ["x"], "token_ids": [1], "token_logprobs": [-1.0], "finish_reason": "length",
         "prompt_tokens": 2})._repr_html_() is None  # no HTML: the notebook shows the repr

@@ -84,32 +84,6 @@ def test_api_image_has_no_torch():
     assert "nvidia/cuda" in (DEPLOY / "worker.Dockerfile").read_text()
 
 
-def _workers_imports(module: str, seen: set[str]) -> set[str]:
-    """`module` and every workers.* module it imports, transitively (by reading the source)."""
-    import ast
-
-    if module in seen:
-        return seen
-    seen.add(module)
-    path = DEPLOY.parent / (module.replace(".", "/") + ".py")
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-                 if isinstance(node, ast.ImportFrom) and node.module else [])
-        for name in names:
-            if name.startswith("workers.") and (DEPLOY.parent / (name.replace(".", "/") + ".py")).exists():
-                _workers_imports(name, seen)
-    return seen
-
-
-def test_api_image_copies_every_workers_module_the_webhook_worker_imports():
-    copies = [line for line in (DEPLOY / "api.Dockerfile").read_text().replace("\\\n", " ").splitlines()
-              if line.startswith("COPY workers/")]
-    copied = {w.removesuffix(".py").replace("/", ".") for line in copies for w in line.split()[1:-1]}
-    needed = _workers_imports("workers.webhook_worker", set())
-    assert needed <= copied, sorted(needed - copied)
-
-
 def _our_file(name: str) -> Path | None:
     base = DEPLOY.parent / name.replace(".", "/")
     return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
@@ -137,14 +111,14 @@ def _copied_packages(dockerfile: str) -> set[str]:
 
 
 @pytest.mark.parametrize("dockerfile, entries", [
-    ("api.Dockerfile", ("service.main", "service.cli", "lantern.client", "workers.webhook_worker", "workers.reaper")),
+    ("api.Dockerfile", ("service.main", "service.cli", "lantern.client", "delivery.webhook_worker", "delivery.reaper")),
     ("worker.Dockerfile", ("workers.main", "service.cli")),
 ])
 def test_each_image_copies_every_package_its_processes_import(dockerfile, entries):
-    """Whole packages (the API image's hand-picked workers/ files are checked above), and pyproject installs them."""
+    """Whole packages only (no hand-picked files), and pyproject installs them."""
     reached = {m.split(".")[0] for e in entries for m in _reached(e, set())}
-    partial = {"workers"} if dockerfile == "api.Dockerfile" else set()
-    assert reached - partial <= _copied_packages(dockerfile), sorted(reached - partial - _copied_packages(dockerfile))
+    assert reached <= _copied_packages(dockerfile), sorted(reached - _copied_packages(dockerfile))
+    assert not re.search(r"^COPY \S+/\S+\.py", (DEPLOY / dockerfile).read_text(), re.M)
     include = re.search(r"^include = (\[.*\])$", (DEPLOY.parent / "pyproject.toml").read_text(), re.M).group(1)
     assert all(f'"{p}*"' in include for p in reached), (reached, include)
 
@@ -164,8 +138,8 @@ def _exported() -> set[str]:
     webhook metrics, expanded with the suffixes Prometheus adds."""
     from prometheus_client import REGISTRY
 
+    import delivery.webhooks  # noqa: F401
     import workers.metrics  # noqa: F401  (registers on the default registry; no torch at import)
-    import workers.webhooks  # noqa: F401
     from service.metrics import ApiMetrics, QueueCollector
 
     class Queue:  # a stand-in for the one method pair the collector calls

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from workers import tasks
-from workers.hooks import capture_outputs, hook_count
+from workers.internals.hooks import capture_outputs, hook_count
 from workers.registry import REGISTRY
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from schemas.jobs import parse_job
-from workers.perturbation.faithfulness import KS, auc, evaluate, faithfulness_masks
+from workers.context import Context
 from workers.methods.attribution import run
+from workers.perturbation.faithfulness import KS, auc, evaluate, faithfulness_masks
 from workers.perturbation.units import Units
 from workers.progress import no_progress
 
@@ -70,9 +71,9 @@ def job(method: str, **params):
 
 
 def test_faithfulness_on_perturbation_and_gradient_jobs(tiny_llama):
-    occ = run(tiny_llama, job("occlusion"), no_progress)
-    ig = run(tiny_llama, job("input_x_gradient", granularity="word"), no_progress)
-    shap = run(tiny_llama, job("kernel_shap", n_samples=16), no_progress)
+    occ = run(tiny_llama, job("occlusion"), Context())
+    ig = run(tiny_llama, job("input_x_gradient", granularity="word"), Context())
+    shap = run(tiny_llama, job("kernel_shap", n_samples=16), Context())
     for res in (occ, ig, shap):
         fa = res.faithfulness
         assert fa.replacement == "pad token '<pad>' (id 0)" and fa.ks == list(KS)

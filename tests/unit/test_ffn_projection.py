@@ -8,10 +8,10 @@ import torch
 
 from schemas.jobs import parse_job
 from tests.tiny import tiny_bert, tiny_gpt2, tiny_llama
-from workers.hooks import capture_outputs
-from workers.internals import forward, in_out_weight, residual_hooks
+from workers.context import Context
+from workers.internals.capture import forward, in_out_weight, residual_hooks
+from workers.internals.hooks import capture_outputs
 from workers.methods import ffn_projection
-from workers.progress import no_progress
 
 TEXT = "When Mary and John went to the store, John gave a drink to"
 
@@ -39,7 +39,7 @@ def check_sub_updates(lm) -> None:
     ids = lm.encode(TEXT).ids
     pos = len(ids) - 2
     res = ffn_projection.run(lm, request({"position": -2, "top_values": 5, "top_tokens": 4,
-                                          "include_coefficients": True, "include_value_vectors": True}), no_progress)
+                                          "include_coefficients": True, "include_value_vectors": True}), Context())
     assert res.position == pos and res.n_values == in_out_weight(lm.layers[0].get_submodule(lm.arch.mlp_out)).shape[0]
     outs = {str(i): b.get_submodule(lm.arch.mlp_out) for i, b in enumerate(lm.layers)}
     store = {}
@@ -69,7 +69,7 @@ def check_sub_updates(lm) -> None:
 
 def test_value_projection_goes_through_the_final_norm_weight():
     lm = tiny_llama(seed=7)
-    res = ffn_projection.run(lm, request({"layers": [1], "top_values": 3, "top_tokens": 5}), no_progress)
+    res = ffn_projection.run(lm, request({"layers": [1], "top_values": 3, "top_tokens": 5}), Context())
     w = in_out_weight(lm.layers[1].mlp.down_proj)
     for s in res.layers[0].sub_updates:
         direction = (1 if s.coefficient >= 0 else -1) * w[s.index]

@@ -24,8 +24,8 @@ def test_non_finite_paths_find_nan_and_inf_anywhere():
 
 
 def test_a_result_with_nan_fails_the_job_with_a_problem_naming_kind_and_params(tiny_llama, monkeypatch):
-    def nan_method(lm, request, progress):
-        return GenerateResult(text="x", tokens=["x"], token_ids=[1], token_logprobs=[math.nan],
+    def nan_method(lm, job, ctx):
+        return GenerateResult(provenance=ctx.provenance(lm, job), text="x", tokens=["x"], token_ids=[1], token_logprobs=[math.nan],
                               finish_reason="length", prompt_tokens=2)
 
     monkeypatch.setitem(tasks.MODELS, "tiny-llama", tiny_llama)

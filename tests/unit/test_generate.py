@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from schemas.jobs import parse_job
+from workers.context import Context
 from workers.methods import generate
-from workers.progress import no_progress
 
 
 def run(lm, **params):
     return generate.run(lm, parse_job({"kind": "generate", "model": "tiny", "input": {"prompt": "Hello world"},
-                                       "params": {"max_new_tokens": 6, "stop_at_eos": False, **params}}), no_progress)
+                                       "params": {"max_new_tokens": 6, "stop_at_eos": False, **params}}), Context())
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
@@ -42,7 +42,7 @@ def test_messages_use_the_chat_template(smollm2):
     req = parse_job({"kind": "generate", "model": "smollm2-135m",
                      "input": {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
                      "params": {"max_new_tokens": 8}})
-    res = generate.run(smollm2, req, no_progress)
+    res = generate.run(smollm2, req, Context())
     assert res.prompt_tokens > 10  # the template's system turn and markers
     assert "Paris" in res.text
 
@@ -50,7 +50,7 @@ def test_messages_use_the_chat_template(smollm2):
 
 def test_leftover_hooks_are_removed_but_transformers_own_hooks_stay():
     from tests.tiny import tiny_llama as build
-    from workers.hooks import hook_count, hook_ids, remove_hooks_since
+    from workers.internals.hooks import hook_count, hook_ids, remove_hooks_since
 
     tiny_llama = build()  # its own copy: transformers' hooks would stay on the shared fixture
 
@@ -73,7 +73,7 @@ def test_vanishing_temperature_or_top_p_decodes_greedily(tiny_llama, params):
 
 
 def test_sampling_never_overflows_at_extreme_logits():
-    from workers.decoding import sample_next
+    from workers.internals.decoding import sample_next
 
     g = torch.Generator().manual_seed(0)
     logits = torch.tensor([3e38, -3e38, 1e30, 0.0, float("-inf")], dtype=torch.float32)

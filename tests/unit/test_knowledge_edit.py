@@ -10,18 +10,18 @@ import pytest
 import torch
 from redis import Redis
 
+from common.artifacts import ArtifactStore
 from schemas.kinds.generate import GenerateParams
 from schemas.kinds.knowledge_edit import KnowledgeEditInput, KnowledgeEditParams
 from schemas.kinds.knowledge_neurons import Neuron
-from workers.artifacts import ArtifactStore
-from workers.decoding import decode
-from workers.errors import BadInput
-from workers.ffn import ValueDelta, ffn_out_modules, value_deltas
-from workers.hooks import hook_count
-from workers.interventions import applied
-from workers.methods import knowledge_edit as ke
-from workers.progress import no_progress
 from tests.unit.test_knowledge_neurons import PROMPT, Request, plant_fact_neuron
+from workers.context import Context
+from workers.errors import BadInput
+from workers.internals.decoding import decode
+from workers.internals.ffn import ValueDelta, ffn_out_modules, value_deltas
+from workers.internals.hooks import hook_count
+from workers.interventions.applied import applied
+from workers.methods import knowledge_edit as ke
 
 
 def checksum(model: torch.nn.Module) -> str:
@@ -85,14 +85,14 @@ def test_erase_and_update_on_a_planted_fact(planted, store):
     lm, answer_id = planted
     inp = dict(prompts=[PROMPT], answer=" Mary", control_prompts=list(CONTROLS))
     erase = ke.run(lm, Request(KnowledgeEditInput(**inp), KnowledgeEditParams(operation="erase", n_steps=8,
-                                                                             lam=LAM)), no_progress, store=store)
+                                                                             lam=LAM)), Context(store=store))
     assert erase.located and (erase.neurons[0].layer, erase.neurons[0].index) == (1, 17)
     assert erase.reliability.prob_before > 0.5 > erase.reliability.prob_after
     assert erase.reliability.score == 1.0  # " Mary" is no longer top-1
     assert erase.locality.prompts[0].prob_before > 0.5
     assert erase.locality.score == 1.0
     update = ke.run(lm, Request(KnowledgeEditInput(**inp, new_answer=" capital", neurons=[Neuron(layer=1, index=17)]),
-                                KnowledgeEditParams(operation="update", lam=LAM)), no_progress, store=store)
+                                KnowledgeEditParams(operation="update", lam=LAM)), Context(store=store))
     assert not update.located and update.reliability.score == 1.0  # " capital" is top-1 now
     assert update.reliability.new_prob_after > 0.5 > update.reliability.new_prob_before
     view = store.get("edits", update.edit_id, lm.id)
@@ -104,7 +104,7 @@ def test_edits_apply_for_one_job_only_and_never_touch_weights(planted, store):
     lm, answer_id = planted
     res = ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", new_answer=" capital",
                                                 neurons=[Neuron(layer=1, index=17)]),
-                             KnowledgeEditParams(operation="update", lam=LAM)), no_progress, store=store)
+                             KnowledgeEditParams(operation="update", lam=LAM)), Context(store=store))
     ids = lm.encode(PROMPT).ids
     before = checksum(lm.model)
     plain = decode(lm, ids, 3)
@@ -125,7 +125,7 @@ def test_edits_apply_for_one_job_only_and_never_touch_weights(planted, store):
 def test_foreign_missing_and_other_model_edits_are_bad_input(planted, store, redis_url, tiny_gpt2):
     lm, _ = planted
     res = ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", neurons=[Neuron(layer=1, index=17)]),
-                             KnowledgeEditParams(operation="suppress")), no_progress, store=store)
+                             KnowledgeEditParams(operation="suppress")), Context(store=store))
     other = ArtifactStore(Redis.from_url(redis_url), "tenant-b")
     for s, model, msg in [(other, lm, "no edits artifact"), (store, tiny_gpt2, "was made for model")]:
         with pytest.raises(BadInput, match=msg):
@@ -141,11 +141,11 @@ def test_bad_requests(planted, store):
     lm, _ = planted
     with pytest.raises(BadInput, match="new_answer"):
         ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary"), KnowledgeEditParams(operation="update")),
-               no_progress, store=store)
+               Context(store=store))
     n_layers = len(ffn_out_modules(lm))
     with pytest.raises(BadInput, match="neurons"):
         ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", neurons=[Neuron(layer=n_layers, index=0)]),
-                           KnowledgeEditParams(operation="erase")), no_progress, store=store)
+                           KnowledgeEditParams(operation="erase")), Context(store=store))
     with pytest.raises(ValueError, match="lambda applies"):
         KnowledgeEditParams(operation="suppress", lam=1.0)
     with pytest.raises(ValueError):
@@ -160,12 +160,11 @@ def test_edits_apply_to_logit_lens(planted, store):
 
     lm, _ = planted
     res = ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", neurons=[Neuron(layer=1, index=17)]),
-                             KnowledgeEditParams(operation="erase", lam=LAM)), no_progress, store=store)
+                             KnowledgeEditParams(operation="erase", lam=LAM)), Context(store=store))
     before = checksum(lm.model)
     inp = LogitLensInput(prompt=PROMPT, target=" Mary")
-    plain = logit_lens.run(lm, Request(inp, LogitLensParams(positions=[-1])), no_progress, artifacts=store)
-    edited = logit_lens.run(lm, Request(inp, LogitLensParams(positions=[-1], edits=[res.edit_id])), no_progress,
-                            artifacts=store)
+    plain = logit_lens.run(lm, Request(inp, LogitLensParams(positions=[-1])), Context(store=store))
+    edited = logit_lens.run(lm, Request(inp, LogitLensParams(positions=[-1], edits=[res.edit_id])), Context(store=store))
     p0 = [layer.target_prob[0] for layer in plain.layers]
     p1 = [layer.target_prob[0] for layer in edited.layers]
     assert p1[0] == pytest.approx(p0[0])  # layer 0 comes before the edited layer 1

@@ -8,19 +8,27 @@ import copy
 import pytest
 import torch
 
+from schemas.jobs import KINDS
 from schemas.kinds.knowledge_neurons import KnowledgeNeuronsInput, KnowledgeNeuronsParams, LocateParams
-from workers.ffn import clean_activations, ffn_integrated_gradients, ffn_out_modules, scale_deltas, value_deltas
-from workers import knowledge
-from workers.hooks import hook_count, hooks
+from workers.context import Context
+from workers.internals.ffn import (
+    clean_activations,
+    ffn_integrated_gradients,
+    ffn_out_modules,
+    scale_deltas,
+    value_deltas,
+)
+from workers.internals.hooks import hook_count, hooks
+from workers.knowledge import neurons as knowledge
 from workers.methods import knowledge_neurons as kn
-from workers.progress import no_progress
 
 PROMPT = "The capital of France is"
 
 
-class Request:
-    def __init__(self, input, params):
-        self.input, self.params = input, params
+def Request(input, params):  # noqa: N802  (reads as the job it builds)
+    """The job of the kind `params` belong to (knowledge_neurons, knowledge_edit, logit_lens)."""
+    kind = next(k for k, spec in KINDS.items() if type(params) is spec.params)
+    return KINDS[kind].job(kind=kind, model="tiny", input=input, params=params)
 
 
 def gate_source(lm, layer: int):
@@ -119,7 +127,7 @@ def test_planted_fact_neuron_is_located(planted, tiny_llama):
     lm, answer_id = planted
     req = Request(KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL]),
                   KnowledgeNeuronsParams(n_steps=16))
-    res = kn.run(lm, req, no_progress)
+    res = kn.run(lm, req, Context())
     top = res.neurons[0]
     assert (top.layer, top.index) == (1, 17) and top.shared_by == 1.0
     effect = res.prompts[0]
@@ -140,8 +148,8 @@ def test_control_filter_drops_a_shared_neuron_and_keeps_the_fact_neuron(tiny_lla
     lm = plant_fact_neuron(lm, PROMPT, answer_id, layer=1, index=40, out=2.0, also=(CONTROL,), boost=1.0)
     assert lm.token_strings([kn.next_token(lm, lm.encode(CONTROL).ids)]) == [" Mary"]
     inp = KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL])
-    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16)), no_progress)  # the default
-    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16, filter_controls=False)), no_progress)
+    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16)), Context())  # the default
+    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=16, filter_controls=False)), Context())
     pairs = lambda ns: {(n.layer, n.index) for n in ns}  # noqa: E731
     assert {(1, 17), (1, 40)} <= pairs(off.neurons) and off.filtered_neurons is None
     assert (1, 17) in pairs(on.neurons) and (1, 40) not in pairs(on.neurons)
@@ -157,7 +165,7 @@ def test_control_filter_drops_a_shared_neuron_and_keeps_the_fact_neuron(tiny_lla
             return type("View", (), {"id": "ed_" + "0" * 32})()
 
     edit = ke.run(lm, Request(KnowledgeEditInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL]),
-                              KnowledgeEditParams(operation="suppress", n_steps=16)), no_progress, store=Store())
+                              KnowledgeEditParams(operation="suppress", n_steps=16)), Context(store=Store()))
     assert (1, 17) in pairs(edit.neurons) and (1, 40) not in pairs(edit.neurons)
     assert pairs(edit.filtered_neurons) == {(1, 40)} and edit.locality.score == 1.0
     assert hook_count(lm.model) == 0
@@ -168,7 +176,7 @@ def test_builtin_controls_filter_by_default_and_are_cached(tiny_llama, monkeypat
     specific): a neuron shared by the fact and one built-in control is dropped, the fact's own neuron is kept,
     and the result says which controls were used. `builtin_controls: false` gives the unfiltered set. The
     controls' IG runs once per model and IG settings: a second job only attributes the fact's prompts."""
-    from workers.control_facts import CONTROL_PROMPTS
+    from workers.knowledge.control_facts import CONTROL_PROMPTS
 
     (answer_id,) = tiny_llama.tokenizer(" Mary", add_special_tokens=False)["input_ids"]
     lm = plant_fact_neuron(tiny_llama, PROMPT, answer_id, layer=1, index=17, out=2.0, avoid=CONTROL_PROMPTS)
@@ -179,7 +187,7 @@ def test_builtin_controls_filter_by_default_and_are_cached(tiny_llama, monkeypat
     real = knowledge.fact_attributions
     monkeypatch.setattr(knowledge, "fact_attributions", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     inp = KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary")
-    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)  # the default
+    on = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), Context())  # the default
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
     pairs = lambda ns: {(n.layer, n.index) for n in ns}  # noqa: E731
     assert on.control_set == "builtin" and [c.prompt for c in on.controls] == list(CONTROL_PROMPTS)
@@ -188,23 +196,23 @@ def test_builtin_controls_filter_by_default_and_are_cached(tiny_llama, monkeypat
     assert abs(on.controls[0].suppressed / on.controls[0].prob - 1) < 0.01  # the shared fact is left alone
 
     calls.clear()
-    again = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)
+    again = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8)), Context())
     assert len(calls) == 1 and again.neurons == on.neurons and again.filtered_neurons == on.filtered_neurons
     calls.clear()
-    kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=4)), no_progress)  # other IG settings: computed anew
+    kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=4)), Context())  # other IG settings: computed anew
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
     calls.clear()
-    kn.run(tiny_llama, Request(inp, KnowledgeNeuronsParams(n_steps=8)), no_progress)  # another model: its own
+    kn.run(tiny_llama, Request(inp, KnowledgeNeuronsParams(n_steps=8)), Context())  # another model: its own
     assert len(calls) == 1 + len(CONTROL_PROMPTS)
 
     calls.clear()
-    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8, builtin_controls=False)), no_progress)
+    off = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8, builtin_controls=False)), Context())
     assert len(calls) == 1 and off.control_set is None and off.controls == [] and off.filtered_neurons is None
     assert {(1, 17), (1, 40)} <= pairs(off.neurons)
-    unfiltered = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8, filter_controls=False)), no_progress)
+    unfiltered = kn.run(lm, Request(inp, KnowledgeNeuronsParams(n_steps=8, filter_controls=False)), Context())
     assert unfiltered.control_set is None and pairs(unfiltered.neurons) == pairs(off.neurons)
     given = kn.run(lm, Request(KnowledgeNeuronsInput(prompts=[PROMPT], answer=" Mary", control_prompts=[CONTROL]),
-                               KnowledgeNeuronsParams(n_steps=8)), no_progress)
+                               KnowledgeNeuronsParams(n_steps=8)), Context())
     assert given.control_set == "input" and [c.prompt for c in given.controls] == [CONTROL]
     assert hook_count(lm.model) == 0
 
@@ -274,7 +282,7 @@ def test_smollm2_located_neurons_beat_random(smollm2):
         req = Request(KnowledgeNeuronsInput(prompts=["The capital of France is", "France's capital city is"],
                                             answer=" Paris", control_prompts=controls),
                       KnowledgeNeuronsParams(n_steps=4, layers=list(range(20, 30)), **params))
-        return kn.run(smollm2, req, no_progress)
+        return kn.run(smollm2, req, Context())
 
     res = locate(["Water is made of hydrogen and"])
     assert 1 <= len(res.neurons) <= 32
@@ -303,7 +311,7 @@ def test_smollm2_default_neurons_are_specific_on_a_held_out_fact(smollm2):
     torch.set_num_threads(1)  # the machine is shared; one thread is also what the figures were measured with
     try:
         res = kn.run(smollm2, Request(KnowledgeNeuronsInput(prompts=prompts, answer=answer),
-                                      KnowledgeNeuronsParams()), no_progress)
+                                      KnowledgeNeuronsParams()), Context())
     finally:
         torch.set_num_threads(threads)
     assert res.control_set == "builtin" and res.neurons

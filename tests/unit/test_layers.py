@@ -27,7 +27,7 @@ ALLOWED = {  # package -> the packages of ours it may import
     "common": {"common", "schemas"},
     "service": {"service", "schemas", "common"},
     "delivery": {"delivery", "schemas", "common"},
-    "workers": {"workers", "schemas", "common"},
+    "workers": {"workers", "schemas", "common", "delivery"},  # the model worker runs the reaper
     "lantern": {"lantern", "service", "schemas", "common"},  # the client package re-exports service.client
 }
 TORCH_FREE = ("schemas", "common", "service", "delivery", "lantern")

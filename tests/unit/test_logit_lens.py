@@ -8,10 +8,10 @@ import torch
 
 from schemas.jobs import parse_job
 from tests.tiny import tiny_bert, tiny_gpt2, tiny_llama
+from workers.context import Context
 from workers.errors import BadInput
-from workers.internals import forward, lens_logits, residual_hooks
+from workers.internals.capture import forward, lens_logits, residual_hooks
 from workers.methods import logit_lens
-from workers.progress import no_progress
 
 TEXT = "The capital of France is Paris. The capital of Italy is"
 
@@ -25,7 +25,7 @@ def request(params: dict | None = None, target: str | None = " Rome"):
 def test_last_layer_lens_is_the_models_logits(build):
     lm = build(seed=2)
     ids = lm.encode(TEXT).ids
-    res = logit_lens.run(lm, request({"top_k": 7}), no_progress)
+    res = logit_lens.run(lm, request({"top_k": 7}), Context())
     with torch.no_grad():
         logits = lm.model(input_ids=torch.tensor([ids])).logits[0]  # (n, V)
     probs = torch.softmax(logits, -1)
@@ -74,12 +74,12 @@ def test_resid_mid_and_post_bracket_the_mlp(build):
 def test_bert_reads_through_input_embeddings_and_positions_select():
     lm = tiny_bert()
     res = logit_lens.run(lm, request({"positions": [-1, 0, -1], "include_mid": True, "top_k": 3}, target=None),
-                         no_progress)
+                         Context())
     n = len(res.tokens)
     assert res.unembedding == "input_embeddings" and res.positions == [0, n - 1]
     assert [(e.layer, e.site) for e in res.layers] == [(0, "resid_mid"), (0, "resid_post"), (1, "resid_mid"),
                                                        (1, "resid_post")]
     assert all(len(e.top_tokens) == 2 and len(e.top_tokens[0]) == 3 and e.target_rank is None for e in res.layers)
     with pytest.raises(BadInput) as e:
-        logit_lens.run(lm, request({"positions": [n]}), no_progress)
+        logit_lens.run(lm, request({"positions": [n]}), Context())
     assert e.value.errors[0].loc == ["params", "positions"]

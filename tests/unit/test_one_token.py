@@ -1,5 +1,5 @@
 """An answer a logit difference compares must be one token: `activation_patching` and `circuit` refuse
-a longer one through the same check (`workers.inputs.encode_one_token`), at the field, listing the
+a longer one through the same check (`workers.internals.inputs.encode_one_token`), at the field, listing the
 tokens it became and saying why one is needed."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from schemas.jobs import JOB_MODELS
+from workers.context import Context
 from workers.errors import BadInput
 from workers.methods import activation_patching, circuit
-from workers.progress import no_progress
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When John and Mary went to the store, Mary gave a drink to"
@@ -19,7 +19,7 @@ LONG = " Maryland"  # not a word of the tiny tokenizer's corpus: several tokens
 def _refusal(run, lm, kind, input) -> BadInput:
     job = JOB_MODELS[kind](kind=kind, model=lm.id, input=input)
     with pytest.raises(BadInput) as caught:
-        run(lm, job, no_progress)
+        run(lm, job, Context())
     return caught.value
 
 

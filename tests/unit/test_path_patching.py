@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workers.hooks import capture_inputs, hook_count
+from workers.internals.hooks import capture_inputs, hook_count
 from workers.patching.exact import Counts, Metric, Patch, base_run, patched_metrics, read_site
 from workers.patching.path import Receiver, everything, path_patched_metrics
 from workers.patching.sites import site_of

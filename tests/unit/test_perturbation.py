@@ -16,7 +16,9 @@ import torch
 from schemas.common import TextInput
 from schemas.jobs import parse_job
 from schemas.limits import Limits
+from workers.context import Context
 from workers.errors import BadInput
+from workers.internals.scoring import TargetScorer, resolve_target
 from workers.methods.attribution import run
 from workers.perturbation.batched import MaskScorer, plan_batches
 from workers.perturbation.kernel_shap import kernel_shap, shap_coalitions
@@ -24,7 +26,6 @@ from workers.perturbation.lime import lime, lime_masks, lime_weights, weighted_r
 from workers.perturbation.occlusion import occlusion
 from workers.perturbation.units import Units, make_units, replacement
 from workers.progress import no_progress
-from workers.scoring import TargetScorer, resolve_target
 
 PROMPT = "When Mary and John went to the store, John gave"
 TARGET = " a drink to Mary."
@@ -97,7 +98,7 @@ def test_occlusion_equals_captum_feature_ablation(tiny_llama):
     from captum.attr import FeatureAblation, LLMAttribution, TextTokenInput
 
     lm, tok = tiny_llama, tiny_llama.tokenizer
-    ours = run(lm, job("occlusion"), no_progress)
+    ours = run(lm, job("occlusion"), Context())
     assert ours.input_tokens[0] == "<s>" and all(s == 0.0 for s in np.array(ours.scores)[:, 0])
     inp = TextTokenInput(PROMPT, tok, baselines=tok.pad_token_id, skip_tokens=[tok.bos_token_id])
     # Captum's token-by-token path without its KV cache (its cached path drifts on transformers 5)
@@ -238,7 +239,7 @@ def test_lime_weights_are_finite_at_any_kernel_width(width):
 
 
 def test_lime_with_a_tiny_kernel_width_scores_finite_numbers(tiny_llama):
-    res = run(tiny_llama, job("lime", n_samples=30, kernel_width=1e-200), no_progress)
+    res = run(tiny_llama, job("lime", n_samples=30, kernel_width=1e-200), Context())
     values = [v for row in res.scores for v in row] + res.surrogate.intercept + res.surrogate.r2
     assert all(isinstance(v, float) and np.isfinite(v) for v in values)
     # only the clean input has weight: the surrogate explains nothing
@@ -253,13 +254,13 @@ def test_lime_masks_are_deterministic_per_seed():
 
 
 def test_run_is_deterministic_and_reports_efficiency(tiny_llama):
-    one = run(tiny_llama, job("kernel_shap", n_samples=64, seed=3), no_progress)
-    two = run(tiny_llama, job("kernel_shap", n_samples=64, seed=3), no_progress)
+    one = run(tiny_llama, job("kernel_shap", n_samples=64, seed=3), Context())
+    two = run(tiny_llama, job("kernel_shap", n_samples=64, seed=3), Context())
     assert one.scores == two.scores and one.base_value == two.base_value
     assert max(abs(d) for d in one.efficiency.delta) < 1e-4
     sums = np.array(one.scores).sum(1)
     np.testing.assert_allclose(sums, np.array(one.efficiency.f_input) - np.array(one.base_value), atol=1e-4)
-    lime_res = run(tiny_llama, job("lime", n_samples=30, granularity="word"), no_progress)
+    lime_res = run(tiny_llama, job("lime", n_samples=30, granularity="word"), Context())
     assert lime_res.unit_spans and len(lime_res.scores[0]) == len(lime_res.input_tokens)
     assert lime_res.surrogate.kernel_width == 25.0 and len(lime_res.surrogate.r2) == len(lime_res.target_tokens)
 
@@ -267,12 +268,12 @@ def test_run_is_deterministic_and_reports_efficiency(tiny_llama):
 def test_generated_target_and_limits(tiny_llama):
     gen = parse_job({"kind": "attribution", "model": "tiny", "input": {"prompt": PROMPT},
                      "params": {"method": "occlusion", "max_new_tokens": 3}})
-    res = run(tiny_llama, gen, no_progress)
+    res = run(tiny_llama, gen, Context())
     assert res.target_generated and len(res.scores) == 3
     errors = job("lime", n_samples=5000).over_limits(Limits(max_samples=1000))
     assert errors and errors[0].loc == ["params", "n_samples"] and errors[0].ctx["limit"] == "max_samples"
     assert not job("occlusion", n_samples=5000).over_limits(Limits(max_samples=1000))
     with pytest.raises(BadInput, match="max_samples"):
-        run(tiny_llama, job("kernel_shap", n_samples=5000), no_progress, Limits(max_samples=1000))
+        run(tiny_llama, job("kernel_shap", n_samples=5000), Context(limits=Limits(max_samples=1000)))
     with pytest.raises(BadInput, match="window"):
-        run(tiny_llama, job("occlusion", window=100), no_progress)
+        run(tiny_llama, job("occlusion", window=100), Context())

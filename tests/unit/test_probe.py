@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from schemas.jobs import parse_job
 from schemas.kinds.probe import SplitParams
 from schemas.limits import Limits
-from workers.activations import collect
+from workers.context import Context
 from workers.errors import BadInput
-from workers.hooks import capture_inputs, capture_outputs, hook_count, hooks
+from workers.internals.activations import collect
+from workers.internals.hooks import capture_inputs, capture_outputs, hook_count, hooks
 from workers.methods import probe
-from workers.progress import no_progress
 
 WORDS = ("the capital of France is Paris Italy Rome two plus four six quick brown fox jumps over lazy dog "
          "hello world this tiny tokenizer knows few words Mary John went store gave drink").split()
@@ -128,8 +128,8 @@ def test_probe_finds_the_planted_head_and_layer(tiny_llama):
     base = collect(lm, [lm.encode(t).ids for t in texts], "attn_head")[:, 2, 4]  # (N, head_dim)
     v = planted_vector(12, 5 * float(base.std(0).mean()))  # 5 noise sd along one direction
     with planted(lm, marked, layer=2, head=4, vector=v):
-        heads = probe.run(lm, probe_job(examples, site="attn_head", top=3), no_progress)
-        resid = probe.run(lm, probe_job(examples, site="residual", position="mean"), no_progress)
+        heads = probe.run(lm, probe_job(examples, site="attn_head", top=3), Context())
+        resid = probe.run(lm, probe_job(examples, site="residual", position="mean"), Context())
     grid = np.array(heads.accuracy)  # (layers, heads)
     assert heads.best[0].layer == 2 and heads.best[0].head == 4
     assert heads.best[0].accuracy >= 0.95
@@ -144,7 +144,7 @@ def test_probe_finds_the_planted_head_and_layer(tiny_llama):
 def test_probe_on_an_encoder(tiny_bert):
     texts = random_texts(24, seed=5)
     examples = [{"text": t, "label": i % 3} for i, t in enumerate(texts)]  # three classes
-    res = probe.run(tiny_bert, probe_job(examples, site="mlp", position="mean", folds=3, layers=[1]), no_progress)
+    res = probe.run(tiny_bert, probe_job(examples, site="mlp", position="mean", folds=3, layers=[1]), Context())
     assert res.layers == [1] and len(res.accuracy) == 1 and res.classes == [0, 1, 2]
     assert 0.0 <= res.accuracy[0] <= 1.0 and res.best[0].head is None
 
@@ -186,7 +186,7 @@ def test_schema_limits():
 def test_layer_out_of_range_is_bad_input(tiny_llama):
     examples = [{"text": t, "label": i % 2} for i, t in enumerate(random_texts(10))]
     with pytest.raises(BadInput, match="3 layers"):
-        probe.run(tiny_llama, probe_job(examples, layers=[5], folds=2), no_progress)
+        probe.run(tiny_llama, probe_job(examples, layers=[5], folds=2), Context())
 
 
 # -- the batched solver equals scikit-learn ------------------------------------------------------
@@ -200,7 +200,7 @@ def test_batched_logistic_regression_equals_sklearn(n_classes):
     from sklearn.multiclass import OneVsRestClassifier
     from sklearn.preprocessing import StandardScaler
 
-    from workers import logistic
+    from workers.numerics import logistic
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 4, 10))  # (N, sites, D)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from captum.attr._utils.approximation_methods import approximation_parameters
 
-from workers.quadrature import RULES, quadrature
+from workers.numerics.quadrature import RULES, quadrature
 
 
 @pytest.mark.parametrize("rule", RULES)

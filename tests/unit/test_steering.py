@@ -8,15 +8,15 @@ import pytest
 import torch
 from redis import Redis
 
+from common.artifacts import ArtifactStore
 from schemas.jobs import parse_job
 from schemas.kinds.steering_fit import SteeringRef
-from workers.artifacts import ArtifactStore
+from workers.context import Context
 from workers.errors import BadInput
-from workers.hooks import hook_count
-from workers.interventions import APPLIERS, applied
+from workers.internals.hooks import hook_count
+from workers.interventions.applied import APPLIERS, applied
+from workers.interventions.steering import apply, layer_vectors
 from workers.methods import generate
-from workers.progress import no_progress
-from workers.steering import apply, layer_vectors
 
 HEADS = [(0, 1), (2, 4), (2, 0)]  # (layer, head) on tiny_llama: 3 layers, 6 heads, head_dim 12
 
@@ -40,7 +40,7 @@ def make_profile(lm, store, heads=HEADS, model=None, **overrides) -> str:
 def gen(lm, store, prompt="Hello world", **params):
     req = parse_job({"kind": "generate", "model": lm.id, "input": {"prompt": prompt},
                      "params": {"max_new_tokens": 8, "stop_at_eos": False, **params}})
-    return generate.run(lm, req, no_progress, store=store)
+    return generate.run(lm, req, Context(store=store))
 
 
 def test_the_applier_is_registered():
@@ -110,7 +110,7 @@ def test_hooks_and_weights_are_untouched_after_the_job_and_after_an_exception(ti
     req = parse_job({"kind": "generate", "model": lm.id, "input": {"prompt": "Hello"},
                      "params": {"max_new_tokens": 4, "steering": {"profile_id": pid, "alpha": 50}}})
     with pytest.raises(RuntimeError):
-        generate.run(lm, req, boom, store=store)
+        generate.run(lm, req, Context(progress=boom, store=store))
     assert hook_count(lm.model) == before_hooks
     assert all(torch.equal(weights[k], v) for k, v in lm.model.state_dict().items())
 
@@ -142,19 +142,17 @@ def test_steering_ref_schema():
 
 
 def test_steering_applies_to_attribution(tiny_llama, store):
-    from schemas.limits import Limits
     from workers.methods import attribution
 
     pid = make_profile(tiny_llama, store)
     body = {"kind": "attribution", "model": tiny_llama.id, "input": {"prompt": "Hello world", "target": " this"},
             "params": {"method": "saliency"}}
-    plain = attribution.run(tiny_llama, parse_job(body), no_progress)
+    plain = attribution.run(tiny_llama, parse_job(body), Context())
     body["params"]["steering"] = {"profile_id": pid, "alpha": 100}
     req = parse_job(body)
-    with pytest.raises(RuntimeError, match="outside a job"):  # a job's store, or an explicit one
-        attribution.run(tiny_llama, req, no_progress)
-    with applied(tiny_llama, req.params, store):
-        steered = attribution.explain(tiny_llama, req, no_progress, Limits())
+    with pytest.raises(RuntimeError, match="artifact store"):  # the job's store, or an explicit one
+        attribution.run(tiny_llama, req, Context())
+    steered = attribution.run(tiny_llama, req, Context(store=store))
     assert steered.target_logprobs != plain.target_logprobs
     assert steered.scores != plain.scores
 
@@ -167,7 +165,7 @@ def test_steering_applies_to_logit_lens(tiny_llama, store):
     def lens(**params):
         req = parse_job({"kind": "logit_lens", "model": tiny_llama.id, "input": {"prompt": "Hello world"},
                          "params": params})
-        return logit_lens.run(tiny_llama, req, no_progress, artifacts=store).model_dump()
+        return logit_lens.run(tiny_llama, req, Context(store=store)).model_dump(exclude={"provenance"})
 
     plain = lens()
     assert lens(steering={"profile_id": pid, "alpha": 0}) == plain

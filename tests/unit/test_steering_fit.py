@@ -9,14 +9,14 @@ import pytest
 import torch
 from redis import Redis
 
+from common.artifacts import ArtifactStore
 from schemas.jobs import parse_job
 from schemas.limits import Limits
 from tests.unit.test_probe import planted, planted_vector, random_texts
-from workers.activations import collect
-from workers.artifacts import ArtifactStore
+from workers.context import Context
 from workers.errors import BadInput
+from workers.internals.activations import collect
 from workers.methods import steering_fit
-from workers.progress import no_progress
 
 LAYER, HEAD = 2, 1  # planted in the last block: no later head can read it
 
@@ -45,8 +45,8 @@ def planted_fit(tiny_llama, store):
     noise = collect(lm, ids, "attn_head", [LAYER])[:, 0, HEAD].std(0).mean()  # per-dim sd of the head output
     v = planted_vector(12, 5 * float(noise))
     with planted(lm, marked, LAYER, HEAD, v):
-        mass_mean = steering_fit.run(lm, req, no_progress, store=store)
-        probe_dir = steering_fit.run(lm, fit_job(lm, examples, n_heads=1, direction="probe"), no_progress, store=store)
+        mass_mean = steering_fit.run(lm, req, Context(store=store))
+        probe_dir = steering_fit.run(lm, fit_job(lm, examples, n_heads=1, direction="probe"), Context(store=store))
         acts = collect(lm, ids, "attn_head", [LAYER])[:, 0, HEAD].double()  # (N, head_dim), with the plant
     return mass_mean, probe_dir, v, acts, np.array(labels)
 
@@ -98,12 +98,12 @@ def test_default_head_count_scales_the_papers_share():
 def test_bad_requests(tiny_llama, store):
     examples = [{"prompt": t, "completion": " x", "label": i % 2 == 0} for i, t in enumerate(random_texts(10))]
     with pytest.raises(BadInput, match="over the model's 18 heads"):
-        steering_fit.run(tiny_llama, fit_job(tiny_llama, examples, n_heads=19, folds=2), no_progress, store=store)
+        steering_fit.run(tiny_llama, fit_job(tiny_llama, examples, n_heads=19, folds=2), Context(store=store))
     with pytest.raises(ValueError, match="both true and false"):
         fit_job(tiny_llama, [{**e, "label": True} for e in examples])
     long = [{**e, "prompt": "hello " * 300} for e in examples]
     with pytest.raises(BadInput, match="max_prompt_tokens") as err:
-        steering_fit.run(tiny_llama, fit_job(tiny_llama, long, folds=2), no_progress, store=store)
+        steering_fit.run(tiny_llama, fit_job(tiny_llama, long, folds=2), Context(store=store))
     assert err.value.errors[0].loc == ["input", "examples", 0]
 
 
@@ -116,7 +116,7 @@ def test_smollm2_truth_probe_and_steering_raise_the_true_margin(smollm2, store):
     from bench.bench_steering import items, margins, split, steered_margins
 
     train, test = split(items())
-    res = steering_fit.run(smollm2, fit_job(smollm2, qa_examples(train), folds=5, seed=0), no_progress, store=store)
+    res = steering_fit.run(smollm2, fit_job(smollm2, qa_examples(train), folds=5, seed=0), Context(store=store))
     best = max(h.accuracy for h in res.heads)
     assert best >= 0.7 and res.chance == 0.5  # well above chance (measured 0.76) on 50 questions × 2 answers
     base = margins(smollm2, test)

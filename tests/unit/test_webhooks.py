@@ -1,4 +1,4 @@
-"""Webhook signing, backoff and the SSRF guard (workers/webhooks.py, schemas/webhook_urls.py).
+"""Webhook signing, backoff and the SSRF guard (delivery/webhooks.py, schemas/webhook_urls.py).
 
 Signatures are checked with the reference `standardwebhooks` package; the guard is checked on
 literal addresses of every refused class and on names resolved by a stub resolver (no DNS)."""
@@ -15,8 +15,9 @@ import pytest
 from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from common.webhook_queue import WebhookSettings
+from delivery.webhooks import backoff, message_id, sign
 from schemas.webhook_urls import UnsafeURL, check_url, is_public, parse_networks
-from workers.webhooks import WebhookSettings, backoff, message_id, sign
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -107,7 +108,7 @@ def test_the_webhook_worker_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, workers.webhook_worker, workers.reaper, service.main; "
+    code = ("import sys, delivery.webhook_worker, delivery.reaper, service.main; "
             "heavy = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -17,12 +17,19 @@ import math
 import torch
 
 from schemas.common import FieldError, TextInput
-from schemas.kinds.activation_patching import (HEAD_COMPONENTS, ActivationPatchingParams, ActivationPatchingResult,
-                                               PatchCheck, PatchPair)
+from schemas.kinds.activation_patching import (
+    HEAD_COMPONENTS,
+    ActivationPatchingJob,
+    ActivationPatchingParams,
+    ActivationPatchingResult,
+    PatchCheck,
+    PatchPair,
+)
 from schemas.limits import Limits
+from workers.context import Context
 from workers.datasets.ioi import ioi_pairs
 from workers.errors import BadInput
-from workers.inputs import encode_one_token, encode_prompt, resolve_indices
+from workers.internals.inputs import encode_one_token, encode_prompt, resolve_indices
 from workers.models.loading import LM
 from workers.patching import attribution
 from workers.patching.exact import BaseRun, Counts, Metric, Patch, base_run, patched_metrics, read_run
@@ -91,15 +98,15 @@ def _pearson(xs: list[float], ys: list[float]) -> float | None:
     return float((x * y).sum()) / denom if denom > 0 else None
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> ActivationPatchingResult:
-    params: ActivationPatchingParams = request.params
-    limits = limits or Limits()
-    single = request.input.clean_prompt is not None
-    if request.input.dataset is not None:
+def run(lm: LM, job: ActivationPatchingJob, ctx: Context) -> ActivationPatchingResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: ActivationPatchingParams = job.params
+    single = job.input.clean_prompt is not None
+    if job.input.dataset is not None:
         pairs = [PatchPair(**p.model_dump(include=set(PatchPair.model_fields)))
-                 for p in ioi_pairs(lm, request.input.dataset)]
+                 for p in ioi_pairs(lm, job.input.dataset)]
     else:
-        pairs = request.input.all_pairs()
+        pairs = job.input.all_pairs()
     per_position = params.component not in HEAD_COMPONENTS or params.per_position
     encoded = _encode_pairs(lm, pairs, limits, single, per_position)
     metrics = [_metric(lm, pair, params.metric, ["input"] if single else ["input", "pairs", k])
@@ -151,7 +158,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ac
 
     shape = [len(layers)] + ([len(units)] if units is not None else []) + ([len(positions)] if positions else [])
     first_clean, first_corrupt = encoded[0]
-    return ActivationPatchingResult(
+    return ActivationPatchingResult(provenance=ctx.provenance(lm, job), 
         clean_tokens=lm.token_strings(first_clean), corrupted_tokens=lm.token_strings(first_corrupt), n_pairs=n,
         metric=params.metric, clean_metric=clean_mean, corrupted_metric=corrupt_mean, axes=params.axes(),
         layers=layers, heads=units, positions=positions, effects=_grid(effects, shape), checks=checks,

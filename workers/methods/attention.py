@@ -27,11 +27,18 @@ from typing import Any
 
 import torch
 
-from schemas.kinds.attention import (AttentionLayer, AttentionParams, AttentionResult, ClassShares, HeadTokenClass,
-                                     LayerTokenClass)
-from schemas.limits import Limits
-from workers.inputs import encode_for_dissection, resolve_indices
-from workers.internals import attention_parts, forward, head_value_vectors, kv_head_of
+from schemas.kinds.attention import (
+    AttentionJob,
+    AttentionLayer,
+    AttentionParams,
+    AttentionResult,
+    ClassShares,
+    HeadTokenClass,
+    LayerTokenClass,
+)
+from workers.context import Context
+from workers.internals.capture import attention_parts, forward, head_value_vectors, kv_head_of
+from workers.internals.inputs import encode_for_dissection, resolve_indices
 from workers.models.loading import LM, Encoded
 from workers.progress import Progress, no_progress
 
@@ -121,10 +128,10 @@ def _token_class_reducer(classes: list[str], heads: list[int], device: torch.dev
     return reduce
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttentionResult:
-    params: AttentionParams = request.params
-    limits = limits or Limits()
-    enc, facts, layers = encode_for_dissection(lm, request, limits)
+def run(lm: LM, job: AttentionJob, ctx: Context) -> AttentionResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: AttentionParams = job.params
+    enc, facts, layers = encode_for_dissection(lm, job, limits)
     heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads", "n_heads")
     classes = token_classes(lm, enc)
     result: dict[str, Any] = {
@@ -139,4 +146,4 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> At
         per_layer = attention_maps(lm, enc.ids, layers, heads, tuple(params.measures), progress)
         result["layers"] = [AttentionLayer(layer=i, **{m: t.tolist() for m, t in per_layer[i].items()})
                             for i in layers]
-    return AttentionResult(**result)
+    return AttentionResult(provenance=ctx.provenance(lm, job), **result)

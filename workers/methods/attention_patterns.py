@@ -27,14 +27,19 @@ from collections import Counter
 import torch
 
 from schemas.common import TextInput
-from schemas.kinds.attention_patterns import (PATTERNS, AttentionPatternsParams, AttentionPatternsResult, HeadPattern,
-                                              PatternFeatures)
-from schemas.limits import Limits
+from schemas.kinds.attention_patterns import (
+    PATTERNS,
+    AttentionPatternsJob,
+    AttentionPatternsParams,
+    AttentionPatternsResult,
+    HeadPattern,
+    PatternFeatures,
+)
+from workers.context import Context
 from workers.errors import BadInput
-from workers.inputs import encode_prompt, resolve_indices
-from workers.internals import attention_parts, forward
+from workers.internals.capture import attention_parts, forward
+from workers.internals.inputs import encode_prompt, resolve_indices
 from workers.models.loading import LM, Encoded
-from workers.progress import Progress
 
 THRESHOLDS = {"single": 0.5, "mixed_each": 0.25, "mixed_union": 0.5, "block": 0.5, "top_columns_share": 0.05}
 FEATURES = ("vertical", "diagonal", "union", "block")
@@ -107,14 +112,14 @@ def classify(f: dict[str, float]) -> str:
 
 
 @torch.no_grad()
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttentionPatternsResult:
-    params: AttentionPatternsParams = request.params
-    limits = limits or Limits()
+def run(lm: LM, job: AttentionPatternsJob, ctx: Context) -> AttentionPatternsResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: AttentionPatternsParams = job.params
     facts = lm.facts()
     layers = resolve_indices(params.layers, facts["n_layers"], ["params", "layers"], "layers", "n_layers")
     heads = resolve_indices(params.heads, facts["n_heads"], ["params", "heads"], "heads", "n_heads")
     encoded = [encode_prompt(lm, TextInput(prompt=p), limits, ("input", "prompts", k))
-               for k, p in enumerate(request.input.prompts)]
+               for k, p in enumerate(job.input.prompts)]
     for k, enc in enumerate(encoded):
         if len(enc.ids) < MIN_TOKENS:
             raise BadInput(f"prompt {k} has {len(enc.ids)} tokens; classifying a map needs at least {MIN_TOKENS}")
@@ -147,7 +152,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> At
                                     features=PatternFeatures(**mean)))
     by_key = {(p.layer, p.head): p.pattern for p in patterns}
     total = sum(counts.values())
-    return AttentionPatternsResult(
+    return AttentionPatternsResult(provenance=ctx.provenance(lm, job), 
         n_prompts=len(encoded), layers=layers, heads=heads,
         grid=[[by_key[(i, h)] for h in heads] for i in layers], patterns=patterns,
         distribution={c: counts.get(c, 0) / total for c in PATTERNS}, thresholds=THRESHOLDS,

@@ -29,21 +29,27 @@ until the relative error meets `tolerance`.
 
 from __future__ import annotations
 
-
 import torch
 
 from schemas.common import ResultWarning
-from schemas.kinds.attribution import PERTURBATION_METHODS, AttributionParams, AttributionResult, Convergence
+from schemas.kinds.attribution import (
+    PERTURBATION_METHODS,
+    AttributionJob,
+    AttributionParams,
+    AttributionResult,
+    Convergence,
+)
 from schemas.limits import Limits
-from workers.batching import rows_per_batch
-from workers.errors import BadInput
-from workers.inputs import word_spans
-from workers.interventions import applied
-from workers.models.loading import LM
 from workers import perturbation
+from workers.context import Context
+from workers.errors import BadInput
+from workers.internals.batching import rows_per_batch
+from workers.internals.inputs import word_spans
+from workers.internals.scoring import Target, TargetScorer, resolve_target
+from workers.interventions.applied import applied
+from workers.models.loading import LM
+from workers.numerics.quadrature import quadrature
 from workers.progress import Progress
-from workers.quadrature import quadrature
-from workers.scoring import Target, TargetScorer, resolve_target
 
 AUTO_FIRST_STEPS = 16
 
@@ -142,17 +148,18 @@ def convergence_warning(convergence: Convergence, params: AttributionParams, lim
     )
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttributionResult:
-    """Explain `request` with any steering or edits it names in force for the whole job."""
-    with applied(lm, request.params):
-        return explain(lm, request, progress, limits or Limits())
+def run(lm: LM, job: AttributionJob, ctx: Context) -> AttributionResult:
+    """Explain `job` with any steering or edits it names in force for the whole job."""
+    with applied(lm, job.params, ctx.store):
+        return explain(lm, job, ctx)
 
 
-def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionResult:
-    params: AttributionParams = request.params
+def explain(lm: LM, job: AttributionJob, ctx: Context) -> AttributionResult:
+    params: AttributionParams = job.params
     if params.method in PERTURBATION_METHODS:  # occlusion, lime, kernel_shap: workers/perturbation/
-        return perturbation.run(lm, request, progress, limits)
-    target = resolve_target(lm, request.input, request.input.target, params.max_new_tokens, limits)
+        return perturbation.run(lm, job, ctx)
+    progress, limits = ctx.progress, ctx.limits
+    target = resolve_target(lm, job.input, job.input.target, params.max_new_tokens, limits)
     x = lm.embed(torch.tensor(target.seq_ids, device=lm.device))  # (L, d)
     x0 = baseline_embeddings(lm, target, params)
     f_x, f_x0, target_logprobs = _endpoints(lm, target, params, x, x0)
@@ -185,7 +192,7 @@ def explain(lm: LM, request, progress: Progress, limits: Limits) -> AttributionR
         spans = word_spans(target.prompt)
         scores = torch.stack([scores[:, a:b].sum(-1) for a, b in spans], -1)  # (T, units)
         tokens = ["".join(tokens[a:b]) for a, b in spans]
-    result = AttributionResult(
+    result = AttributionResult(provenance=ctx.provenance(lm, job), 
         method=params.method,
         target_metric=params.target_metric,
         input_tokens=tokens,

@@ -34,14 +34,25 @@ import torch
 
 from schemas.common import FieldError, TextInput
 from schemas.datasets import IoiPair
-from schemas.kinds.circuit import (Behaviour, CircuitParams, CircuitResult, Faithfulness, Graph, GraphEdge,
-                                   GraphNode, HeadEvidence, Knockout)
+from schemas.kinds.circuit import (
+    Behaviour,
+    CircuitJob,
+    CircuitParams,
+    CircuitResult,
+    Faithfulness,
+    Graph,
+    GraphEdge,
+    GraphNode,
+    HeadEvidence,
+    Knockout,
+)
 from schemas.limits import Limits
+from workers.context import Context
 from workers.datasets.ioi import ioi_pairs
 from workers.errors import BadInput
-from workers.hooks import capture_inputs, hooks
-from workers.inputs import encode_one_token, encode_prompt
-from workers.internals import attention_parts, head_out_weights, kv_head_of, lens_logits
+from workers.internals.capture import attention_parts, head_out_weights, kv_head_of, lens_logits
+from workers.internals.hooks import capture_inputs, hooks
+from workers.internals.inputs import encode_one_token, encode_prompt
 from workers.models.loading import LM
 from workers.patching.ablation import ablation_hooks
 from workers.patching.exact import BaseRun, Counts, Metric, base_run, plain_metric, read_run, read_site
@@ -186,10 +197,10 @@ def _name(head: Head) -> str:
     return f"L{head[0]}H{head[1]}"
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> CircuitResult:
-    params: CircuitParams = request.params
-    limits = limits or Limits()
-    pairs = request.input.pairs or ioi_pairs(lm, request.input.dataset)
+def run(lm: LM, job: CircuitJob, ctx: Context) -> CircuitResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: CircuitParams = job.params
+    pairs = job.input.pairs or ioi_pairs(lm, job.input.dataset)
     counts = Counts()
     runs = []
     for k, pair in enumerate(pairs):
@@ -276,7 +287,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ci
 
     nodes = [GraphNode(id=_name(h), layer=h[0], head=h[1], role=r) for h, r in classed.items()]
     nodes.append(GraphNode(id="logits", role="logits"))
-    return CircuitResult(
+    return CircuitResult(provenance=ctx.provenance(lm, job), 
         pairs=pairs,
         behaviour=Behaviour(logit_diff=f_clean, corrupted_logit_diff=f_corrupt,
                             io_above_s=sum(r.base.metric > 0 for r in runs) / len(runs),

@@ -23,15 +23,21 @@ from __future__ import annotations
 
 import torch
 
-from schemas.kinds.ffn_projection import (FfnLayer, FfnProjectionParams, FfnProjectionResult, SubUpdate, TokenLogit,
-                                          TokenShift)
-from schemas.limits import Limits
-from workers.hooks import capture_inputs
-from workers.inputs import encode_for_dissection, resolve_indices
-from workers.internals import direction_logits, forward, in_out_weight, lens_logits, residual_hooks
+from schemas.kinds.ffn_projection import (
+    FfnLayer,
+    FfnProjectionJob,
+    FfnProjectionParams,
+    FfnProjectionResult,
+    SubUpdate,
+    TokenLogit,
+    TokenShift,
+)
+from workers.context import Context
+from workers.internals.capture import direction_logits, forward, in_out_weight, lens_logits, residual_hooks
+from workers.internals.hooks import capture_inputs
+from workers.internals.inputs import encode_for_dissection, resolve_indices
+from workers.internals.vocab import token_texts
 from workers.models.loading import LM
-from workers.progress import Progress
-from workers.vocab import token_texts
 
 
 def projection_note(lm: LM) -> str:
@@ -58,10 +64,10 @@ def _shifts(lm: LM, before: torch.Tensor, after: torch.Tensor, order: torch.Tens
 
 
 @torch.no_grad()
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> FfnProjectionResult:
-    params: FfnProjectionParams = request.params
-    limits = limits or Limits()
-    enc, _, layers = encode_for_dissection(lm, request, limits)
+def run(lm: LM, job: FfnProjectionJob, ctx: Context) -> FfnProjectionResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: FfnProjectionParams = job.params
+    enc, _, layers = encode_for_dissection(lm, job, limits)
     (pos,) = resolve_indices([params.position], len(enc.ids), ["params", "position"], "position", "n_tokens")
     outs = {i: lm.layers[i].get_submodule(lm.arch.mlp_out) for i in layers}
     resid: dict[tuple[str, int], torch.Tensor] = {}
@@ -93,7 +99,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Ff
             coefficients=m.tolist() if params.include_coefficients else None,
         ))
         progress(0.2 + 0.8 * (n + 1) / len(layers))
-    return FfnProjectionResult(tokens=lm.token_strings(enc.ids), position=pos,
+    return FfnProjectionResult(provenance=ctx.provenance(lm, job), tokens=lm.token_strings(enc.ids), position=pos,
                                token=lm.tokenizer.decode([enc.ids[pos]]),
                                n_values=in_out_weight(outs[layers[0]]).shape[0], projection=projection_note(lm),
                                layers=result)

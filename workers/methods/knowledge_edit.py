@@ -2,7 +2,7 @@
 
 Dai et al. 2022, §5 ("Updating facts", "Erasing relations"), reference code
 github.com/Hunter-DDM/knowledge-neurons. Operations on neurons N = {(l, i)} with value vectors
-v_i = W_out^l[:, i] (`workers.ffn`):
+v_i = W_out^l[:, i] (`workers.internals.ffn`):
 - suppress / enhance: m_i ← factor · m_i (0 / 2), i.e. δ_i = (factor − 1) v_i;
 - erase: v_i ← v_i − λ s_i u_a, s_i = sign of the neuron's mean activation on the fact's prompts
   (SwiGLU activations are signed; the paper's GELU neurons fire positive, so s_i = 1 there, and
@@ -13,7 +13,7 @@ v_i = W_out^l[:, i] (`workers.ffn`):
   lowers the answer's logit;
 - update: v_i ← v_i − λ s_i u_old + λ s_i u_new.
 Each is stored as value-vector deltas δ_i (an `edits` artifact) and applied by hooks at every
-position (`workers.edits`), never by writing the shared weights.
+position (`workers.interventions.edits`), never by writing the shared weights.
 
 Evaluation (token-level and teacher-forced, as EasyEdit's protocol; definitions in
 docs/knowledge.md): reliability on `prompts`, generalization on `paraphrases`, locality on
@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import torch
 
-from schemas.kinds.knowledge_edit import (KnowledgeEditParams, KnowledgeEditResult, PromptScore, SetScore)
-from schemas.limits import Limits
-from workers.artifacts import ArtifactStore, job_store
-from workers.edits import ARTIFACT_KIND, to_data
+from schemas.kinds.knowledge_edit import (
+    KnowledgeEditJob,
+    KnowledgeEditParams,
+    KnowledgeEditResult,
+    PromptScore,
+    SetScore,
+)
+from workers.context import Context
 from workers.errors import BadInput
-from workers.ffn import ValueDelta, clean_activations, ffn_out_modules, n_neurons, scale_deltas
-from workers.knowledge import answer_scores, encode_answer, encode_prompts, locate
+from workers.internals.ffn import ValueDelta, clean_activations, ffn_out_modules, n_neurons, scale_deltas
+from workers.interventions.edits import ARTIFACT_KIND, to_data
+from workers.knowledge.neurons import answer_scores, encode_answer, encode_prompts, locate
 from workers.models.loading import LM
-from workers.progress import Progress
 
 DEFAULT_LAMBDA = {"erase": 0.5, "update": 0.5}
 DEFAULT_FACTOR = {"suppress": 0.0, "enhance": 2.0}
@@ -110,7 +114,7 @@ def score_set(lm: LM, texts: list[str], ids: list[list[int]], answer: list[int],
 
 @torch.no_grad()
 def _top1(lm: LM, ids: list[int], deltas: list[ValueDelta] | None) -> tuple[int, torch.Tensor]:
-    from workers.ffn import value_deltas
+    from workers.internals.ffn import value_deltas
 
     with value_deltas(lm, deltas or []):
         logits = lm.model(input_ids=torch.tensor([ids], device=lm.device), logits_to_keep=1).logits[0, -1]
@@ -132,11 +136,10 @@ def locality(lm: LM, texts: list[str], ids: list[list[int]], deltas: list[ValueD
                     prob_after=sum(r.prob_after for r in rows) / len(rows), prompts=rows)
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
-        store: ArtifactStore | None = None) -> KnowledgeEditResult:
-    params: KnowledgeEditParams = request.params
-    inp = request.input
-    limits = limits or Limits()
+def run(lm: LM, job: KnowledgeEditJob, ctx: Context) -> KnowledgeEditResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: KnowledgeEditParams = job.params
+    inp = job.input
     if params.operation == "update" and inp.new_answer is None:
         raise BadInput("operation 'update' needs input.new_answer")
     prompts = encode_prompts(lm, inp.prompts, limits, "prompts")
@@ -165,7 +168,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
     generalization = (score_set(lm, inp.paraphrases, paraphrases, answer, new_answer, deltas, params.operation)
                       if paraphrases else None)
     loc = locality(lm, inp.control_prompts, controls, deltas, params.locality_tolerance) if controls else None
-    store = store or job_store()
+    store = ctx.artifacts
     view = store.put(ARTIFACT_KIND, lm.id, {
         "operation": params.operation,
         "neurons": [n.model_dump(mode="json") for n in neurons],
@@ -177,7 +180,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
                        "locality": loc.score if loc else None},
     })
     progress(1.0)
-    return KnowledgeEditResult(edit_id=view.id, operation=params.operation, neurons=neurons, located=located,
+    return KnowledgeEditResult(provenance=ctx.provenance(lm, job), edit_id=view.id, operation=params.operation, neurons=neurons, located=located,
                                filtered_neurons=found.filtered if found else None,
                                filtered_count=found.filtered_count if found else None,
                                reliability=reliability, generalization=generalization, locality=loc)

@@ -3,12 +3,12 @@
 Dai et al. 2022, "Knowledge Neurons in Pretrained Transformers" (§3), reference code
 github.com/Hunter-DDM/knowledge-neurons (`1_analyze_mlm.py` attributes, `2_get_kn.py` refines):
 1. per prompt, the IG score of every FFN neuron of every layer for the answer's probability at the
-   position that predicts it (`workers.ffn`; multi-token answers: each token teacher-forced at its
+   position that predicts it (`workers.internals.ffn`; multi-token answers: each token teacher-forced at its
    own position, scores averaged over the tokens);
 2. coarse neurons of a prompt: score > `threshold` × that prompt's max score (0.2);
 3. contrast filter (`filter_controls`, on by default): the same IG (steps, rule, layers) on each
    control prompt for its own top-1 next token (the caller's `control_prompts`, or, when there are
-   none, the built-in control facts of `workers/control_facts.py`, `builtin_controls`, whose scores
+   none, the built-in control facts of `workers/knowledge/control_facts.py`, `builtin_controls`, whose scores
    are computed once per worker and IG settings and cached on the model); a neuron whose score
    there is over `contrast_threshold` (0.1, half the fact's threshold) × that prompt's max, on at least
    `contrast_ratio` (0.1: any one of up to 10) of the controls, is dropped. Such a neuron also
@@ -36,20 +36,25 @@ locality (docs/knowledge.md). Without controls the located neurons are not speci
 moved unrelated facts by 21% on average; the built-in set is what makes the default specific.
 
 Steps 1-4 (`locate`, `refine`, the control-score cache) and the answer read-out live in
-`workers/knowledge.py`: `knowledge_edit` locates the same way, and a method never imports another.
+`workers/knowledge/neurons.py`: `knowledge_edit` locates the same way, and a method never imports another.
 """
 
 from __future__ import annotations
 
 import random
 
-from schemas.kinds.knowledge_neurons import KnowledgeNeuronsParams, KnowledgeNeuronsResult, Neuron, PromptEffect
-from schemas.limits import Limits
-from workers.control_facts import CONTROL_PROMPTS
-from workers.ffn import n_neurons, scale_deltas
-from workers.knowledge import answer_prob, encode_answer, encode_prompts, locate, next_token
+from schemas.kinds.knowledge_neurons import (
+    KnowledgeNeuronsJob,
+    KnowledgeNeuronsParams,
+    KnowledgeNeuronsResult,
+    Neuron,
+    PromptEffect,
+)
+from workers.context import Context
+from workers.internals.ffn import n_neurons, scale_deltas
+from workers.knowledge.control_facts import CONTROL_PROMPTS
+from workers.knowledge.neurons import answer_prob, encode_answer, encode_prompts, locate, next_token
 from workers.models.loading import LM
-from workers.progress import Progress
 
 
 def random_neurons(lm: LM, located: list[Neuron], seed: int) -> list[Neuron]:
@@ -70,15 +75,15 @@ def _rel(after: list[float], before: list[float]) -> float:
     return float(sum(a / max(b, 1e-12) - 1.0 for a, b in zip(after, before)) / max(1, len(before)))
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> KnowledgeNeuronsResult:
-    params: KnowledgeNeuronsParams = request.params
-    limits = limits or Limits()
-    prompts = encode_prompts(lm, request.input.prompts, limits, "prompts")
-    control_texts, control_set = list(request.input.control_prompts), "input"
+def run(lm: LM, job: KnowledgeNeuronsJob, ctx: Context) -> KnowledgeNeuronsResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: KnowledgeNeuronsParams = job.params
+    prompts = encode_prompts(lm, job.input.prompts, limits, "prompts")
+    control_texts, control_set = list(job.input.control_prompts), "input"
     if not control_texts and params.builtin_controls and params.filter_controls:
         control_texts, control_set = list(CONTROL_PROMPTS), "builtin"
     controls = encode_prompts(lm, control_texts, limits, "control_prompts")
-    answer = encode_answer(lm, request.input.answer)
+    answer = encode_answer(lm, job.input.answer)
     located = locate(lm, prompts, answer, params, progress, (0.0, 0.9), controls,
                      cache_controls=control_set == "builtin")
     pairs = [(n.layer, n.index) for n in located.neurons]
@@ -88,7 +93,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Kn
     rand_suppress = scale_deltas(lm, [(n.layer, n.index) for n in rand], 0.0) if rand else None
 
     effects = []
-    for text, ids in zip(request.input.prompts, prompts):
+    for text, ids in zip(job.input.prompts, prompts):
         effects.append(PromptEffect(
             prompt=text, prob=answer_prob(lm, ids, answer), suppressed=answer_prob(lm, ids, answer, suppress),
             enhanced=answer_prob(lm, ids, answer, enhance),
@@ -110,7 +115,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Kn
         cb = [e.prob for e in control_effects]
         summary["control_suppressed"] = _rel([e.suppressed for e in control_effects], cb)
         summary["control_enhanced"] = _rel([e.enhanced for e in control_effects], cb)
-    return KnowledgeNeuronsResult(
+    return KnowledgeNeuronsResult(provenance=ctx.provenance(lm, job), 
         answer_tokens=lm.token_strings(answer), neurons=located.neurons, sharing_ratio=located.sharing_ratio,
         coarse_counts=located.coarse_counts, filtered_neurons=located.filtered, filtered_count=located.filtered_count,
         random_neurons=rand, control_set=control_set if control_texts else None, prompts=effects,

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from schemas.kinds.logit_lens import LensLayer, LogitLensParams, LogitLensResult
-from schemas.limits import Limits
-from workers.artifacts import ArtifactStore
-from workers.inputs import encode_continuation, encode_for_dissection, resolve_indices
-from workers.interventions import applied
-from workers.internals import forward, lens_logits, residual_hooks, unembedding
+from schemas.kinds.logit_lens import LensLayer, LogitLensJob, LogitLensParams, LogitLensResult
+from workers.context import Context
+from workers.internals.capture import forward, lens_logits, residual_hooks, unembedding
+from workers.internals.inputs import encode_continuation, encode_for_dissection, resolve_indices
+from workers.internals.vocab import token_texts
+from workers.interventions.applied import applied
 from workers.models.loading import LM
-from workers.progress import Progress
-from workers.vocab import token_texts
 
 
 def read(lm: LM, h: torch.Tensor, top_k: int, target_id: int | None) -> dict:
@@ -38,16 +36,15 @@ def read(lm: LM, h: torch.Tensor, top_k: int, target_id: int | None) -> dict:
 
 
 @torch.no_grad()
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
-        artifacts: ArtifactStore | None = None) -> LogitLensResult:
-    params: LogitLensParams = request.params
-    limits = limits or Limits()
-    enc, _, layers = encode_for_dissection(lm, request, limits)
+def run(lm: LM, job: LogitLensJob, ctx: Context) -> LogitLensResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: LogitLensParams = job.params
+    enc, _, layers = encode_for_dissection(lm, job, limits)
     positions = resolve_indices(params.positions, len(enc.ids), ["params", "positions"], "positions", "n_tokens")
-    target_id = encode_continuation(lm, request.input.target)[0] if request.input.target else None
+    target_id = encode_continuation(lm, job.input.target)[0] if job.input.target else None
     sites = ("resid_mid", "resid_post") if params.include_mid else ("resid_post",)
     store: dict[tuple[str, int], torch.Tensor] = {}
-    with applied(lm, params, artifacts), residual_hooks(lm, layers, sites, store, positions):  # steering, edits
+    with applied(lm, params, ctx.store), residual_hooks(lm, layers, sites, store, positions):  # steering, edits
         forward(lm, enc.ids)
     progress(0.2)
     out = []
@@ -55,7 +52,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
         for site in sites:
             out.append(LensLayer(layer=i, site=site, **read(lm, store.pop((site, i)), params.top_k, target_id)))
         progress(0.2 + 0.8 * (n + 1) / len(layers))
-    return LogitLensResult(
+    return LogitLensResult(provenance=ctx.provenance(lm, job), 
         tokens=lm.token_strings(enc.ids), positions=positions,
         target_token=None if target_id is None else lm.tokenizer.decode([target_id]), target_id=target_id,
         unembedding=unembedding(lm)[1], layers=out,

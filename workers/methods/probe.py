@@ -12,8 +12,8 @@ Where this differs from the reference code:
   of the truth value, which inflates accuracy.
 - features are standardised on each training fold (the residual stream has a few huge
   dimensions that stall L-BFGS); the probe's weight is mapped back to activation space.
-- every (fold, site) probe is solved at once by batched Newton steps (`workers/logistic.py`,
-  through `workers/probing.py`, which `steering_fit` shares),
+- every (fold, site) probe is solved at once by batched Newton steps (`workers/numerics/logistic.py`,
+  through `workers/numerics/probing.py`, which `steering_fit` shares),
   the same optimum as scikit-learn's `LogisticRegression(C)` on the standardised features
   (tested), about 100× faster than a loop of sklearn fits for SmolLM2's 270 heads × 5 folds.
 """
@@ -24,13 +24,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from schemas.kinds.probe import ProbeParams, ProbeResult, SiteAccuracy
+from schemas.kinds.probe import ProbeJob, ProbeParams, ProbeResult, SiteAccuracy
 from schemas.limits import Limits, over
-from workers.activations import collect
+from workers.context import Context
 from workers.errors import BadInput
+from workers.internals.activations import collect
 from workers.models.loading import LM
-from workers.probing import chance, class_index, make_splits, validation_accuracy
-from workers.progress import Progress
+from workers.numerics.probing import chance, class_index, make_splits, validation_accuracy
 
 
 def encode_texts(lm: LM, texts: Sequence[str], limits: Limits, field: str = "text") -> list[list[int]]:
@@ -56,10 +56,10 @@ def check_layers(lm: LM, layers: list[int] | None) -> list[int]:
     return sorted(set(layers))
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> ProbeResult:
-    params: ProbeParams = request.params
-    limits = limits or Limits()
-    examples = request.input.examples
+def run(lm: LM, job: ProbeJob, ctx: Context) -> ProbeResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: ProbeParams = job.params
+    examples = job.input.examples
     classes, y = class_index([e.label for e in examples])
     splits, described = make_splits(y, [e.group for e in examples], params)
     layers = check_layers(lm, params.layers)
@@ -74,7 +74,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> Pr
         pos = np.unravel_index(flat, shape)
         best.append(SiteAccuracy(layer=layers[int(pos[0])], head=int(pos[1]) if len(shape) == 2 else None,
                                  accuracy=float(mean[flat]), accuracy_std=float(std[flat])))
-    return ProbeResult(
+    return ProbeResult(provenance=ctx.provenance(lm, job), 
         site=params.site, position=params.position, layers=layers, classes=classes, n_examples=len(examples),
         chance=chance(y), validation=described, accuracy=mean_grid.tolist(), accuracy_std=std_grid.tolist(),
         best=best,

@@ -10,7 +10,7 @@ As the paper (§3, "Inference-Time Intervention") and its reference code (`hones
 4. per selected head a unit direction θ: the mass-mean shift (mean of true − mean of false, the
    paper's best variant) or the probe's weight (`direction: "probe"`); σ = the standard deviation
    of the activations projected on θ (`np.std(activations @ θ)` in the reference).
-At inference α·σ·θ is added to each selected head's output (`workers/steering.py`).
+At inference α·σ·θ is added to each selected head's output (`workers/interventions/steering.py`).
 
 Differences from the reference code: k-fold validation with label stratification and
 `group`-aware folds (the reference splits by question with one 80/20 split: `holdout: 0.2` and a
@@ -24,14 +24,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas.kinds.steering_fit import (PAPER_HEADS, PAPER_TOTAL_HEADS, SteeredHead, SteeringExample,
-                                        SteeringFitParams, SteeringFitResult)
+from schemas.kinds.steering_fit import (
+    PAPER_HEADS,
+    PAPER_TOTAL_HEADS,
+    SteeredHead,
+    SteeringExample,
+    SteeringFitJob,
+    SteeringFitParams,
+    SteeringFitResult,
+)
 from schemas.limits import Limits, over
-from workers.activations import collect, n_heads
-from workers.artifacts import ArtifactStore, job_store
+from workers.context import Context
 from workers.errors import BadInput
+from workers.internals.activations import collect, n_heads
 from workers.models.loading import LM, head_dim
-from workers.probing import chance, make_splits, probe_weight, validation_accuracy
+from workers.numerics.probing import chance, make_splits, probe_weight, validation_accuracy
 from workers.progress import Progress
 
 ARTIFACT_KIND = "steering-profiles"
@@ -80,11 +87,10 @@ def fit_heads(acts: np.ndarray, y: np.ndarray, params: SteeringFitParams, n_sele
     return mean.reshape(n_layers, heads), selected
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
-        store: ArtifactStore | None = None) -> SteeringFitResult:
-    params: SteeringFitParams = request.params
-    limits = limits or Limits()
-    examples = request.input.examples
+def run(lm: LM, job: SteeringFitJob, ctx: Context) -> SteeringFitResult:
+    progress, limits = ctx.progress, ctx.limits
+    params: SteeringFitParams = job.params
+    examples = job.input.examples
     n_layers, heads = len(lm.layers), n_heads(lm)
     n_select = params.n_heads or default_n_heads(n_layers, heads)
     if n_select > n_layers * heads:
@@ -100,8 +106,8 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None,
         "heads": selected, "accuracy_grid": grid.tolist(), "chance": chance(y), "validation": described,
         "n_examples": len(examples), "n_true": int(y.sum()), "params": params.model_dump(mode="json"),
     }
-    view = (store or job_store()).put(ARTIFACT_KIND, lm.id, data)
-    return SteeringFitResult(
+    view = ctx.artifacts.put(ARTIFACT_KIND, lm.id, data)
+    return SteeringFitResult(provenance=ctx.provenance(lm, job), 
         profile_id=view.id,
         heads=[SteeredHead(**{k: h[k] for k in ("layer", "head", "accuracy", "sigma")}) for h in selected],
         accuracy_grid=grid.tolist(), n_examples=len(examples), chance=chance(y), validation=described,

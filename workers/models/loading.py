@@ -21,7 +21,6 @@ from schemas.models import ModelSpec
 from workers.models.architectures import Architecture, architecture_for
 
 
-
 @dataclass
 class Encoded:
     """A tokenized input. `special[i]`: BOS/EOS/chat markers; `word_ids[i]`: pre-tokenizer word."""

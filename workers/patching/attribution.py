@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from workers.hooks import hooks
+from workers.internals.hooks import hooks
 from workers.models.loading import LM
 from workers.patching.exact import Counts, Metric, Patch, body, n_layers
 from workers.patching.sites import Site, site_hooks

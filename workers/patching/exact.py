@@ -9,7 +9,7 @@ in the layers the batch runs: `PrefixLayer`). Patches are sorted by (layer, firs
 into batches by an exact dynamic programme over a cost model: a batch of R rows starting at layer l0
 and position p0 costs (L − l0 + 1)·overhead + (L − l0)·R·(T − p0) position-layers (a fixed cost per
 layer run and one more per forward: embedding, mask, final norm, metric, Python), with R·(T − p0)
-within the device's token budget (`workers.batching`).
+within the device's token budget (`workers.internals.batching`).
 
 Starting mid-network hands the residual to the model as `inputs_embeds` over the later blocks only,
 which is exact for families whose embedding output *is* the residual stream (LLaMA-like); others
@@ -27,9 +27,9 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from workers.batching import forward_overhead, rows_per_batch
-from workers.decoding import CACHE_ARG
-from workers.hooks import capture_inputs, hooks
+from workers.internals.batching import forward_overhead, rows_per_batch
+from workers.internals.decoding import CACHE_ARG
+from workers.internals.hooks import capture_inputs, hooks
 from workers.models.loading import LM
 from workers.patching.sites import Site, site_hooks
 from workers.progress import Progress, no_progress
@@ -241,7 +241,7 @@ def _patch_edit(batch: list[Patch], source: dict[int, torch.Tensor], p0: int, de
     return edit
 
 
-Hooks = tuple[list, list]  # (forward hooks, pre-hooks) for workers.hooks.hooks
+Hooks = tuple[list, list]  # (forward hooks, pre-hooks) for workers.internals.hooks.hooks
 MakeHooks = Callable[[list[int], int], Hooks]  # (row indices of one batch, its first position p0) -> hooks
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.internals import head_out_weights
+from workers.internals.capture import head_out_weights
 from workers.models.loading import LM
 from workers.patching.exact import BaseRun, Counts, Hooks, Metric, Patch, n_layers, run_rows
 from workers.patching.sites import site_of

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.internals import n_heads
+from workers.internals.capture import n_heads
 from workers.models.loading import LM, head_dim
 
 # fn(layer, activation (B, T, units, width)) -> a replacement of the same shape, or None to leave it
@@ -53,7 +53,7 @@ def site_of(lm: LM, component: str) -> Site:
 
 
 def site_hooks(lm: LM, site: Site, layers: list[int], edit: Edit) -> tuple[list, list]:
-    """(forward hooks, pre-hooks) for `workers.hooks.hooks` that hand each layer's component to
+    """(forward hooks, pre-hooks) for `workers.internals.hooks.hooks` that hand each layer's component to
     `edit` as (B, T, units, width) and write back what it returns. Fused projections are cloned
     before the component's slice is overwritten; nothing is changed in place."""
     lo, hi = site.offset, site.offset + site.units * site.width

@@ -11,19 +11,25 @@ from __future__ import annotations
 import torch
 
 from schemas.kinds.attribution import (
-    AttributionParams, AttributionResult, Efficiency, PerturbationStats, Surrogate,
+    AttributionJob,
+    AttributionParams,
+    AttributionResult,
+    Efficiency,
+    PerturbationStats,
+    Surrogate,
 )
-from schemas.limits import Limits, over
-from workers.perturbation import faithfulness
+from schemas.limits import over
+from workers.context import Context
 from workers.errors import BadInput
+from workers.internals.scoring import Target, resolve_target
 from workers.models.loading import LM
+from workers.perturbation import faithfulness
 from workers.perturbation.batched import MaskScorer
 from workers.perturbation.kernel_shap import kernel_shap
 from workers.perturbation.lime import lime
 from workers.perturbation.occlusion import occlusion
 from workers.perturbation.units import Units, make_units, replacement
 from workers.progress import Progress
-from workers.scoring import Target, resolve_target
 
 __all__ = ["run", "scorer_for", "faithfulness_for"]
 
@@ -40,13 +46,13 @@ def faithfulness_for(lm: LM, target: Target, params: AttributionParams, scores, 
     return faithfulness.evaluate(scorer, scores[:, units.free], desc, params.seed, progress)
 
 
-def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> AttributionResult:
-    params: AttributionParams = request.params
-    limits = limits or Limits()
+def run(lm: LM, job: AttributionJob, ctx: Context) -> AttributionResult:
+    params: AttributionParams = job.params
+    progress, limits = ctx.progress, ctx.limits
     if params.method in ("lime", "kernel_shap") and params.n_samples > limits.max_samples:
         err = over(["params", "n_samples"], params.n_samples, "max_samples", limits.max_samples)
         raise BadInput(err.msg, [err])
-    target = resolve_target(lm, request.input, request.input.target, params.max_new_tokens, limits)
+    target = resolve_target(lm, job.input, job.input.target, params.max_new_tokens, limits)
     scorer, units, desc = scorer_for(lm, target, params)
     main_span = 0.8 if params.faithfulness else 1.0
     main = lambda f: progress(main_span * f)  # noqa: E731
@@ -69,7 +75,7 @@ def run(lm: LM, request, progress: Progress, limits: Limits | None = None) -> At
         faith = faithfulness.evaluate(scorer, free, desc, params.seed, lambda f: progress(main_span + (1 - main_span) * f))
     progress(1.0)
     word = params.granularity == "word"
-    return AttributionResult(
+    return AttributionResult(provenance=ctx.provenance(lm, job), 
         method=params.method,
         target_metric=params.target_metric,
         input_tokens=units.tokens,

@@ -7,7 +7,7 @@ of every target token under teacher forcing, (M, T). Three things make it cheap:
    where Captum's `LLMAttribution` decodes the target token by token (T forwards per perturbation,
    with full-vocabulary logits at every position).
 2. Many perturbations share a forward: batches are sized by token positions
-   (`workers.batching.batch_tokens`, no gradients), so they fit memory on any device.
+   (`workers.internals.batching.batch_tokens`, no gradients), so they fit memory on any device.
 3. A perturbation leaves the prompt untouched before its first replaced position p, so its keys
    and values there are the clean ones. The clean sequence runs once with a KV cache; masks are
    sorted by p, and each batch runs only positions [p_min, L) with the clean cache cropped to
@@ -15,7 +15,7 @@ of every target token under teacher forcing, (M, T). Three things make it cheap:
    L − i positions instead of L: about half the work.
 
 Where batches close is planned (`plan_batches`) for the least total cost under the model
-cost(forward) = overhead + rows × (L − p_min) (`workers.batching.forward_overhead`): on a CPU a
+cost(forward) = overhead + rows × (L − p_min) (`workers.internals.batching.forward_overhead`): on a CPU a
 forward's fixed cost is ~30 positions, so batches follow p closely; on a GPU it dominates, so
 batches fill the memory budget and recompute some clean prefix, which is nearly free there.
 
@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from workers.batching import batch_tokens, forward_overhead
+from workers.internals.batching import batch_tokens, forward_overhead
+from workers.internals.scoring import METRICS, Target, target_metric
 from workers.models.loading import LM
 from workers.perturbation.units import Units
 from workers.progress import Progress, no_progress
-from workers.scoring import METRICS, Target, target_metric
 
 
 @dataclass

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from workers.errors import BadInput
-from workers.inputs import word_spans
+from workers.internals.inputs import word_spans
+from workers.internals.scoring import Target
 from workers.models.loading import LM
-from workers.scoring import Target
 
 
 @dataclass

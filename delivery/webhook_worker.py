@@ -1,6 +1,6 @@
 """The webhook worker: delivers signed webhooks and reaps jobs of dead model workers. No model, no torch.
 
-    python -m workers.webhook_worker [--concurrency 4] [--metrics-port 9102]
+    python -m delivery.webhook_worker [--concurrency 4] [--metrics-port 9102]
     lantern webhook-worker ...
 
 Each thread moves a delivery from `lantern:webhooks` to this worker's processing list (BLMOVE),
@@ -23,19 +23,15 @@ import uuid
 
 from redis import Redis
 
-from schemas.keys import WEBHOOK_QUEUE, webhook_processing_key
+from common.metrics_server import metrics_host, serve
+from common.webhook_queue import WebhookSettings
+from delivery import reaper
+from delivery.webhooks import Deliverer, promote_due
+from schemas.keys import WEBHOOK_QUEUE, webhook_processing_key, webhook_worker_key
 from schemas.models import load_registry
-from workers import reaper
-from workers.metrics_server import metrics_host, serve
-from workers.webhooks import Deliverer, WebhookSettings, promote_due
 
 log = logging.getLogger("lantern.webhooks")
-PREFIX = "lantern"
 HEARTBEAT_TTL_S = 15
-
-
-def alive_key(name: str) -> str:
-    return f"{PREFIX}:webhook-worker:{name}"
 
 
 def recover_orphans(connection: Redis) -> int:
@@ -43,7 +39,7 @@ def recover_orphans(connection: Redis) -> int:
     moved = 0
     for key in connection.scan_iter(match=webhook_processing_key("*"), count=100):
         name = key.decode().rsplit(":", 1)[-1]
-        if connection.exists(alive_key(name)):
+        if connection.exists(webhook_worker_key(name)):
             continue
         while connection.lmove(key, WEBHOOK_QUEUE, "LEFT", "RIGHT") is not None:
             moved += 1
@@ -73,7 +69,7 @@ def _housekeeping(connection: Redis, name: str, models: list[str], stop: threadi
     last = 0.0
     while True:
         try:
-            connection.set(alive_key(name), 1, ex=HEARTBEAT_TTL_S)
+            connection.set(webhook_worker_key(name), 1, ex=HEARTBEAT_TTL_S)
             promote_due(connection)
             if time.monotonic() - last >= interval:
                 last = time.monotonic()
@@ -116,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     stop.wait()
     for t in threads:
         t.join(timeout=settings.webhook_timeout_s + 2)
-    connection.delete(alive_key(name))
+    connection.delete(webhook_worker_key(name))
 
 
 if __name__ == "__main__":

@@ -34,11 +34,11 @@ from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 from rq.utils import parse_composite_key, utcformat
 
+from common.slots import release_slot
+from common.webhook_queue import notify
 from schemas.common import Problem
-from schemas.keys import queue_name, worker_key
-from workers.errors import PROBLEM_BASE
-from workers.slots import release_slot
-from workers.webhooks import notify
+from schemas.keys import queue_name, reap_claim_key, worker_key
+from schemas.problems import PROBLEM_BASE
 
 log = logging.getLogger("lantern.reaper")
 
@@ -78,7 +78,7 @@ def reap(connection: Redis, model_ids: list[str], retries: int | None = None,
             worker = job.worker_name or ""
             if job.get_status(refresh=False) != JobStatus.STARTED or connection.exists(worker_key(worker)):
                 continue
-            if not connection.set(f"lantern:reap:{composite}", 1, nx=True, ex=300):
+            if not connection.set(reap_claim_key(composite), 1, nx=True, ex=300):
                 continue  # another reaper has it
             done.append((job_id, _handle(connection, queue, registry, composite, job, worker, retries)))
     return done
@@ -89,7 +89,7 @@ def _rescue_dequeued(connection: Redis, queue: Queue, grace_s: float) -> list[tu
 
     First sightings live in one hash per queue, keyed by job id and enqueue time (a job requeued
     later is a new sighting), pruned to what the intermediate list still holds."""
-    key, seen_key = queue.intermediate_queue_key, f"lantern:reap:dequeued:{queue.name}"
+    key, seen_key = queue.intermediate_queue_key, reap_claim_key(f"dequeued:{queue.name}")
     done: list[tuple[str, str]] = []
     now = time.time()
     current: set[str] = set()
@@ -109,7 +109,7 @@ def _rescue_dequeued(connection: Redis, queue: Queue, grace_s: float) -> list[tu
         if now - float(connection.hget(seen_key, sighting) or now) < grace_s:
             continue  # a live worker may be starting it right now
         if connection.lrem(key, 1, job_id):  # only one reaper wins the entry
-            queue._enqueue_job(job, at_front=True)
+            queue.enqueue_job(job, at_front=True)
             current.discard(sighting)
             log.warning("job %s: taken off the queue by a worker that died before starting it; requeued", job_id)
             done.append((job_id, "requeued"))
@@ -127,7 +127,7 @@ def _handle(connection: Redis, queue: Queue, registry, composite: str, job: Job,
         job.save_meta()
         with connection.pipeline() as pipe:
             pipe.zrem(registry.key, composite)
-            queue._enqueue_job(job, pipeline=pipe, at_front=True)
+            queue.enqueue_job(job, pipeline=pipe, at_front=True)
             pipe.execute()
         log.warning("job %s: worker %s lost; requeued (%d/%d)", job.id, worker, lost, retries)
         return "requeued"

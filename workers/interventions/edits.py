@@ -2,7 +2,7 @@
 
 An edit set holds, for each edited neuron (layer l, index i), a delta δ for its value vector
 v_i = W_out[:, i]. A job that names it (`edits: [id]` on generate, attribution, logit_lens) runs
-with W_out[:, i] + δ through `workers.ffn.value_deltas`: a forward hook on the FFN output
+with W_out[:, i] + δ through `workers.internals.ffn.value_deltas`: a forward hook on the FFN output
 projection adds m_i · δ to its output, which equals the weight edit. The shared weights are never
 written, so one tenant's edit cannot leak into another's job, and every hook comes off when the job's
 block exits (normally or by an exception). Several edit sets compose by summing their deltas.
@@ -15,9 +15,9 @@ from contextlib import contextmanager
 
 import torch
 
-from workers.artifacts import ArtifactStore
+from common.artifacts import ArtifactStore
 from workers.errors import BadInput
-from workers.ffn import ValueDelta, ffn_out_modules, n_neurons, value_deltas
+from workers.internals.ffn import ValueDelta, ffn_out_modules, n_neurons, value_deltas
 from workers.models.loading import LM
 
 ARTIFACT_KIND = "edits"

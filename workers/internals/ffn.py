@@ -19,7 +19,7 @@ Here one pass covers all layers: row (l, k) of the batch scales layer l by α_k,
 `mlp_out` put each row's point in place at its own layer, and one backward gives the gradient of
 Σ_rows w·P for every row at once (rows are independent). Earlier positions do not depend on the
 scaled activation (causal attention), so they run once into a KV cache that every row reuses; each
-row is then a single token. Quadrature rules are Captum's (`workers/quadrature.py`); the reference
+row is then a single token. Quadrature rules are Captum's (`workers/numerics/quadrature.py`); the reference
 uses a left Riemann sum (`rule="riemann_left"`). No parameter gradients are computed.
 """
 
@@ -33,11 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.batching import rows_per_batch
-from workers.hooks import capture_inputs, hooks
+from workers.internals.batching import rows_per_batch
+from workers.internals.hooks import capture_inputs, hooks
 from workers.models.loading import LM
+from workers.numerics.quadrature import quadrature
 from workers.progress import Progress, no_progress
-from workers.quadrature import quadrature
 
 
 def ffn_out_modules(lm: LM) -> list[nn.Module]:

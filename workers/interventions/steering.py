@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from workers.artifacts import ArtifactStore
+from common.artifacts import ArtifactStore
 from workers.errors import BadInput
-from workers.hooks import hooks
+from workers.internals.hooks import hooks
 from workers.models.loading import LM, head_dim
 
 ARTIFACT_KIND = "steering-profiles"
@@ -72,7 +72,7 @@ def steered(lm: LM, vectors: dict[int, torch.Tensor]) -> Iterator[None]:
 
 @contextmanager
 def apply(lm: LM, ref: Any, store: ArtifactStore) -> Iterator[None]:
-    """The `steering` applier (`workers.interventions.APPLIERS["steering"]`): `ref` is a SteeringRef."""
+    """The `steering` applier (`workers.interventions.applied.APPLIERS["steering"]`): `ref` is a SteeringRef."""
     view = store.get(ARTIFACT_KIND, ref.profile_id, lm.id)  # BadInput (422): missing, foreign, other model
     check_profile(lm, view.data, ref.profile_id)
     with steered(lm, layer_vectors(lm, view.data, ref.alpha)):

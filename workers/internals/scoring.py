@@ -14,9 +14,9 @@ import torch
 
 from schemas.common import TextInput
 from schemas.limits import Limits
-from workers.decoding import decode
 from workers.errors import BadInput
-from workers.inputs import encode_continuation, encode_prompt
+from workers.internals.decoding import decode
+from workers.internals.inputs import encode_continuation, encode_prompt
 from workers.models.loading import LM, Encoded
 from workers.progress import Progress, no_progress
 

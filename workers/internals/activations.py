@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import torch
 
-from workers.batching import rows_per_batch
-from workers.hooks import hooks
+from workers.internals.batching import rows_per_batch
+from workers.internals.hooks import hooks
 from workers.models.loading import LM, head_dim
 from workers.progress import Progress, no_progress
 

@@ -1,5 +1,5 @@
 """Fitting and scoring linear probes: seeded, label-stratified, group-aware splits, every (split,
-site) probe solved in one batched logistic regression (`workers/logistic.py`), and a probe's
+site) probe solved in one batched logistic regression (`workers/numerics/logistic.py`), and a probe's
 direction in activation space. Used by `probe` (accuracy per site) and `steering_fit` (the ITI
 head selection and the probe direction); `workers/methods/probe.py` says where this differs from
 the reference code.
@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from schemas.kinds.probe import SplitParams
-from workers import logistic
 from workers.errors import BadInput
+from workers.numerics import logistic
 from workers.progress import Progress
 
 Split = tuple[np.ndarray, np.ndarray]  # (train indices, validation indices)
@@ -29,8 +29,7 @@ def class_index(labels: Sequence[object]) -> tuple[list, np.ndarray]:
 
 def make_splits(y: np.ndarray, groups: Sequence[str | None] | None, params: SplitParams) -> tuple[list[Split], str]:
     """Seeded, label-stratified, group-aware k-fold (or one holdout split) and its description."""
-    from sklearn.model_selection import (GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold,
-                                         StratifiedShuffleSplit)
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, StratifiedKFold, StratifiedShuffleSplit
 
     if (err := params.split_error(y.tolist(), groups)) is not None:  # the same check as at submit
         raise BadInput(err.msg, [err])
@@ -57,7 +56,7 @@ def validation_accuracy(X: np.ndarray, y: np.ndarray, splits: list[Split], C: fl
                         progress: Progress, progress_span: tuple[float, float] = (0.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std over splits of each site's validation accuracy: X (N, sites, D) -> (sites,), (sites,).
 
-    One batched solve fits every (split, site) probe (`workers/logistic.py`); the optimum is
+    One batched solve fits every (split, site) probe (`workers/numerics/logistic.py`); the optimum is
     unique, so `seed` changes nothing here (it seeds the splits)."""
     lo, hi = progress_span
     x = torch.from_numpy(np.ascontiguousarray(X))

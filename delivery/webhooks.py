@@ -1,7 +1,7 @@
 """Signed webhook delivery (Standard Webhooks), from a separate queue, by a light worker.
 
-The model worker only *enqueues* a delivery when a job changes state (`notify`, a Redis RPUSH):
-no network call ever runs on its hot path. `python -m workers.webhook_worker` (no torch) takes
+The model worker only *enqueues* a delivery when a job changes state (common/webhook_queue.py, a Redis RPUSH):
+no network call ever runs on its hot path. `python -m delivery.webhook_worker` (no torch) takes
 deliveries from `lantern:webhooks` and POSTs them:
 
 - Signature per https://www.standardwebhooks.com: headers `webhook-id` (stable across retries,
@@ -32,17 +32,17 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 from prometheus_client import Counter, Histogram
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job, JobStatus
 
 from common.tenants import parse_secrets  # the same `tenant=secret` format as the API
-from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_secret_key
-from schemas.webhook_events import build_entry, message_id  # noqa: F401  (message_id: re-exported)
+from common.webhook_queue import WebhookSettings
+from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_secret_key, webhook_status_key
+from schemas.webhook_events import message_id  # noqa: F401  (re-exported)
 from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
 
 log = logging.getLogger("lantern.webhooks")
-PREFIX = "lantern"
 TERMINAL = ("finished", "failed", "canceled")
 
 DELIVERIES = Counter("lantern_webhook_deliveries_total", "Webhook delivery attempts by outcome", ["outcome"])
@@ -50,22 +50,12 @@ DELIVERY_SECONDS = Histogram("lantern_webhook_delivery_seconds", "Time of one we
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
-class WebhookSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LANTERN_", extra="ignore")
-
-    webhook_timeout_s: float = Field(5.0, gt=0, description="connect + read timeout of one attempt")
-    webhook_max_attempts: int = Field(8, ge=1, description="attempts before a delivery is given up")
-    webhook_retry_base_s: float = Field(1.0, gt=0, description="first backoff; doubles each attempt, full jitter")
-    webhook_retry_max_s: float = Field(600.0, gt=0, description="cap on one backoff and on a honoured Retry-After")
-    webhook_max_result_bytes: int = Field(16 * 1024, ge=0, description="results up to this size ride in the body")
-    webhook_allowed_networks: str = ""
-    webhook_secrets: str | None = None
-    webhook_status_ttl_s: int = Field(7 * 24 * 3600, ge=60)
-
-
-def status_key(msg_id: str) -> str:
-    """The delivery's outcome (JSON: outcome, attempts, last status code), for operators and tests."""
-    return f"{PREFIX}:webhook-status:{msg_id}"
+def _status(connection: Redis, job_id: str) -> JobStatus | None:
+    """The job's status through RQ's own key scheme (one HGET), None when the job is gone."""
+    try:
+        return Job(job_id, connection=connection).get_status()
+    except InvalidJobOperation:
+        return None
 
 
 def secret_bytes(secret: str) -> bytes:
@@ -76,26 +66,6 @@ def secret_bytes(secret: str) -> bytes:
 def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     mac = hmac.new(secret_bytes(secret), f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode()
-
-
-# -- producer side (model worker, reaper) ---------------------------------------------------------
-def notify(connection: Redis, job, event: str, result: dict | None = None, error: dict | None = None,
-           settings: WebhookSettings | None = None) -> bool:
-    """Enqueue a delivery of `event` for `job` if its request asked for one. Never raises."""
-    try:
-        if job is None:
-            return False
-        settings = settings or WebhookSettings()
-        payload = (job.args or [{}])[0]
-        entry = build_entry(job.id, job.meta.get("owner", "anonymous"), payload, event, result, error,
-                            settings.webhook_max_result_bytes)
-        if entry is None:
-            return False
-        connection.rpush(WEBHOOK_QUEUE, json.dumps(entry, allow_nan=False))
-        return True
-    except Exception:
-        log.exception("could not enqueue the %s webhook of job %s", event, getattr(job, "id", "?"))
-        return False
 
 
 # -- consumer side (webhook worker) ---------------------------------------------------------------
@@ -137,7 +107,7 @@ class Deliverer:
 
     def _record(self, entry: dict, outcome: str, status: int | None, reason: str) -> None:
         DELIVERIES.labels(outcome).inc()
-        self.redis.set(status_key(entry["id"]), json.dumps({"outcome": outcome, "attempts": entry["attempt"],
+        self.redis.set(webhook_status_key(entry["id"]), json.dumps({"outcome": outcome, "attempts": entry["attempt"],
                                                             "status": status, "reason": reason[:300]}),
                        ex=self.settings.webhook_status_ttl_s)
 
@@ -186,7 +156,7 @@ class Deliverer:
         if entry["event"] in TERMINAL and time.time() - entry["created"] < 10:
             # run_job returned but RQ has not yet stored the job's end: wait, so that a receiver
             # that fetches the job on our call sees the status we announce.
-            if self.redis.hget(f"rq:job:{entry['job']}", "status") == b"started":
+            if _status(self.redis, entry["job"]) == JobStatus.STARTED:
                 self._schedule(entry, 0.2)
                 return "waiting"
         entry["attempt"] += 1

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from workers.hooks import hooks
+from workers.internals.hooks import hooks
 from workers.models.loading import LM, head_dim
 
 

@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager
 
 from pydantic import BaseModel
 
-from workers.artifacts import ArtifactStore, job_store
+from common.artifacts import ArtifactMissing, ArtifactStore
+from workers.errors import BadInput
 from workers.models.loading import LM
 
 Applier = Callable[[LM, object, ArtifactStore], AbstractContextManager]
@@ -27,18 +28,21 @@ def requested(params: BaseModel) -> list[str]:
 def applied(lm: LM, params: BaseModel, store: ArtifactStore | None = None) -> Iterator[None]:
     fields = requested(params)
     with ExitStack() as stack:
-        if fields:
-            store = store or job_store()
-            for f in fields:
+        if fields and store is None:
+            raise RuntimeError(f"{fields} need the job's artifact store: pass Context(store=...)")
+        for f in fields:
+            try:
                 stack.enter_context(APPLIERS[f](lm, getattr(params, f), store))
+            except ArtifactMissing as e:  # deleted since submit, another owner's, or for another model
+                raise BadInput(str(e)) from None
         yield
 
 
 # Appliers of the interventions each kind may carry (modules that do not import this one: no cycle).
-from workers.steering import apply as _apply_steering  # noqa: E402
+from workers.interventions.steering import apply as _apply_steering  # noqa: E402
 
 APPLIERS["steering"] = _apply_steering
 
-from workers.edits import apply as _apply_edits  # noqa: E402
+from workers.interventions.edits import apply as _apply_edits  # noqa: E402
 
 APPLIERS["edits"] = _apply_edits

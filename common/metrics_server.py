@@ -2,7 +2,7 @@
 
 `LANTERN_METRICS_HOST` sets the address (the images set 0.0.0.0, so a scraper in another container
 or pod reaches it); without it `LANTERN_HOST` (the API's bind address), else 127.0.0.1. Used by
-the model worker (workers/main.py) and the webhook worker (workers/webhook_worker.py); no torch.
+the model worker (workers/main.py) and the webhook worker (delivery/webhook_worker.py); no torch.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from schemas.common import TextInput
 from schemas.kinds.knowledge_neurons import MAX_ANSWER_TOKENS, FilteredNeuron, LocateParams, Neuron
 from schemas.limits import Limits
 from workers.errors import BadInput
-from workers.ffn import ValueDelta, fact_attributions, ffn_out_modules, value_deltas
-from workers.inputs import encode_continuation, encode_prompt
+from workers.internals.ffn import ValueDelta, fact_attributions, ffn_out_modules, value_deltas
+from workers.internals.inputs import encode_continuation, encode_prompt
 from workers.models.loading import LM
 from workers.progress import Progress
 
