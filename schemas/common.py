@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 if TYPE_CHECKING:
     from schemas.facts import Facts
@@ -95,6 +95,22 @@ class JobBase(Strict):
     kind: str
     input: JobInput
     params: JobParams
+    checkpoint: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="run on this training step of the model (its registry entry's `checkpoints`); "
+                          "absent: the base model")
+    checkpoints: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=256)] | Literal["all"] | None = Field(
+        None, description="a sweep: run the job once per listed training step (or `\"all\"` of the model's "
+                          "checkpoints); the job's result is the `series` in step order (docs/checkpoints.md)")
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _one_checkpoint_field(cls, value: list[int] | str | None, info: ValidationInfo) -> list[int] | str | None:
+        # a field validator (not a model one) so the 422 names `checkpoints`; `checkpoint` is declared first
+        if value is not None and info.data.get("checkpoint") is not None:
+            raise ValueError("give at most one of `checkpoint` (one step) or `checkpoints` (a sweep)")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("`checkpoints` lists a step twice")
+        return value
 
     def over_limits(self, limits: Limits) -> list[FieldError]:
         """Setting-based limits this request breaks (the schema holds the hard caps)."""
