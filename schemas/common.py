@@ -75,6 +75,9 @@ class JobParams(Strict):
         return ()
 
 
+# Integral approximation rules (Captum's names), for the kinds that integrate gradients along a path.
+QuadratureRule = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+
 WebhookEvent = Literal["started", "finished", "failed", "canceled"]
 
 
@@ -157,6 +160,7 @@ class Provenance(BaseModel):
 
     model: str
     revision: str | None = None
+    checkpoint: int | None = Field(None, description="the training step the job ran on; None: the base model")
     dtype: str
     device: str
     kind: str

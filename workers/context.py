@@ -15,6 +15,7 @@ from importlib.metadata import version
 from common.artifacts import ArtifactStore
 from schemas.common import JobBase, Provenance
 from schemas.limits import Limits
+from workers.models.checkpoints import step_of
 from workers.models.loading import LM
 from workers.progress import Progress, no_progress
 
@@ -35,9 +36,11 @@ class Context:
         return self.store
 
     def provenance(self, lm: LM, job: JobBase) -> Provenance:
-        """Where the result came from: the model, its revision and placement, the kind, the params as
-        run, the library versions, and the seconds since this context was made."""
+        """Where the result came from: the model, its revision (and the training step, when `lm` is one of
+        its checkpoints) and placement, the kind, the params as run, the library versions, and the
+        seconds since this context was made."""
         params = job.params.model_dump(mode="json")
-        return Provenance(model=lm.id, revision=lm.spec.revision, dtype=str(lm.dtype).removeprefix("torch."),
-                          device=str(lm.device), kind=job.kind, method=params.get("method"), params=params,
-                          versions=VERSIONS, elapsed_s=round(time.perf_counter() - self.started, 4))
+        return Provenance(model=lm.id, revision=lm.spec.revision, checkpoint=step_of(lm),
+                          dtype=str(lm.dtype).removeprefix("torch."), device=str(lm.device), kind=job.kind,
+                          method=params.get("method"), params=params, versions=VERSIONS,
+                          elapsed_s=round(time.perf_counter() - self.started, 4))

@@ -24,3 +24,10 @@ def observe_cuda() -> None:
         CUDA_MEMORY.labels("allocated").set(torch.cuda.memory_allocated())
         CUDA_MEMORY.labels("reserved").set(torch.cuda.memory_reserved())
         CUDA_MEMORY.labels("peak_allocated").set(torch.cuda.max_memory_allocated())
+
+# Training checkpoints (workers/models/checkpoints.py): loaded on demand, kept in a byte-bounded LRU.
+CHECKPOINT_LOAD = Histogram("lantern_checkpoint_load_seconds", "Time to load a training checkpoint from disk",
+                            ["model"], buckets=RUN_BUCKETS)
+CHECKPOINT_CACHE = Counter("lantern_checkpoint_cache_total", "Checkpoint cache lookups and evictions", ["event"])
+CHECKPOINT_CACHE_BYTES = Gauge("lantern_checkpoint_cache_bytes", "Parameter bytes of the checkpoints held")
+CHECKPOINT_CACHE_ENTRIES = Gauge("lantern_checkpoint_cache_entries", "Checkpoints held")

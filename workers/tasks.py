@@ -28,6 +28,7 @@ from workers.context import Context
 from workers.errors import PROBLEM_BASE, BadInput, Canceled, JobFailed, ResultTooLarge
 from workers.finite import check_finite
 from workers.internals.hooks import hook_ids, remove_hooks_since
+from workers.models.checkpoints import CheckpointCache
 from workers.models.loading import LM
 from workers.progress import JobProgress, cancel_points
 from workers.registry import REGISTRY
@@ -35,6 +36,7 @@ from workers.registry import REGISTRY
 log = logging.getLogger("lantern.worker")
 
 MODELS: dict[str, LM] = {}  # filled once by workers.main at start-up
+CHECKPOINTS = CheckpointCache()  # training checkpoints of those models, on demand (LANTERN_CHECKPOINT_CACHE_BYTES)
 
 
 def run_job(payload: dict) -> dict:
@@ -89,6 +91,8 @@ def _run(job, payload: dict) -> dict:
     lm = MODELS.get(request.model)
     if lm is None:
         raise BadInput(f"model {request.model!r} is not loaded on this worker")
+    if request.checkpoint is not None:  # a training step: loaded on demand, kept in the LRU (the base stays)
+        lm = CHECKPOINTS.get(lm, request.checkpoint)
     limits = Limits()
     if errors := request.over_limits(limits) + request.over_facts(Facts.of(lm.facts())):  # as at submit
         raise BadInput("; ".join(e.msg for e in errors), errors)
