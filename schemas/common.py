@@ -190,3 +190,15 @@ class Result(Strict):
 
     provenance: Provenance = Field(description="the model, revision, params and versions that made it")
     warnings: list[ResultWarning] = Field(default_factory=list, description="empty when nothing needs flagging")
+
+    def scalars(self) -> dict[str, float]:
+        """The summary numbers a sweep across training checkpoints tracks for this kind (the series and
+        change points of docs/checkpoints.md). Default: every top-level `float` field that is set and
+        finite (counts are `int` and left out); a kind overrides it to name its own, e.g. a score and
+        a loss, or a best-of over a per-layer list."""
+        out = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, float) and value == value and abs(value) != float("inf"):
+                out[name] = value
+        return out
