@@ -1,0 +1,1 @@
+"""Attention-head redundancy and importance: masks, distances, clustering (the head_redundancy kind)."""
