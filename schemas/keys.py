@@ -83,3 +83,12 @@ def webhook_worker_key(name: str) -> str:
 def reap_claim_key(what: str) -> str:
     """Taken (SET NX) by the one reaper that handles `what` (a dead worker, a queue's dequeued list)."""
     return f"{PREFIX}:reap:{what}"
+
+
+SWEEPS_OPEN = f"{PREFIX}:sweeps:open"  # sorted set of sweep (parent) job ids not yet finalized, by submit time
+
+
+def sweep_result_key(job_id: str) -> str:
+    """A finished sweep's result (JSON, `schemas/sweeps.SweepResult`), written once by whoever
+    finalizes it first (common/sweeps.py)."""
+    return f"{PREFIX}:sweep-result:{job_id}"

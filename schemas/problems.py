@@ -89,4 +89,10 @@ PROBLEM_TYPES: dict[str, ProblemType] = {p.slug: p for p in (
                 "An unexpected error in the method (`detail` has it): retry once, and report it if it repeats."),
     ProblemType("worker-lost", 503, "The worker running the job was lost",
                 "The worker died while running the job and the retries are spent; submit the job again."),
+    ProblemType("sweep-failed", 500, "Every checkpoint of the sweep failed",
+                "The result's series would be empty: `detail` has the first checkpoint's error, and each child "
+                "job (`<id>_s<step>`) has its own. Fix what it names and submit the sweep again."),
+    ProblemType("job-expired", 504, "The job was dropped before it ran",
+                "No worker started it within LANTERN_QUEUED_TTL_S (no live worker for its model, or a long "
+                "queue): start a worker for the model and submit again."),
 )}
