@@ -59,10 +59,11 @@ def lantern_maps(lm, ids: list[int]) -> dict[int, dict[str, torch.Tensor]]:
     return attention_maps(lm, ids, list(range(n_layers)), list(range(n_heads)), MEASURES)
 
 
-def lantern_kind(lm, ids: list[int]):
+def lantern_kind(lm, prompt: str):
+    """The whole `attention` kind on `prompt` (its token ids are `lm.encode(prompt).ids`)."""
     from bench.kinds import run_kind
 
-    return run_kind(lm, "attention", {"prompt": lm.tokenizer.decode(ids)}, {"measures": list(MEASURES)})
+    return run_kind(lm, "attention", {"prompt": prompt}, {"measures": list(MEASURES)})
 
 
 def kind_maps(result) -> dict[int, dict[str, torch.Tensor]]:
@@ -112,17 +113,18 @@ def collect() -> dict:
     before = load_avg()
     rows = []
     for n in LENGTHS:
-        ids = lm.encode(prompt_of_tokens(lm, n)).ids[:n]
-        ours, theirs, kind = lantern_maps(lm, ids), tl_norms(bridge, ids), lantern_kind(lm, ids)
+        prompt = prompt_of_tokens(lm, n)
+        ids = lm.encode(prompt).ids
+        ours, theirs, kind = lantern_maps(lm, ids), tl_norms(bridge, ids), lantern_kind(lm, prompt)
         check = {"maps_vs_tl": max_diffs(ours, theirs), "kind_vs_tl": max_diffs(kind_maps(kind), theirs)}
         print(n, check, flush=True)
         del ours, theirs, kind
         warmup, repeats = SCHEDULE[n]
         timed = timed_interleaved({"Lantern (attention_maps, tensors)": lambda: lantern_maps(lm, ids),
-                                   "Lantern (attention kind, whole result)": lambda: lantern_kind(lm, ids),
+                                   "Lantern (attention kind, whole result)": lambda: lantern_kind(lm, prompt),
                                    "TransformerLens 4.3 (run_with_cache + norms)": lambda: tl_norms(bridge, ids)},
                                   warmup, repeats)
-        rows.append({"tokens": n, "check": check, "timed": timed, "warmup": warmup, "repeats": repeats})
+        rows.append({"tokens": len(ids), "check": check, "timed": timed, "warmup": warmup, "repeats": repeats})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {"rows": rows, "load_before": before, "load_after": load_avg(), "commit": commit}
 
