@@ -83,6 +83,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "input": {"dataset": {"name": "ioi", "n": 8, "seed": 0, "templates": "BABA"}},
         "params": {"max_heads_per_class": 3},
     },
+    "head_redundancy": {
+        "kind": "head_redundancy", "model": "smollm2-135m",
+        "input": {"texts": ["The cat sat on the mat.", "A dog chased the ball in the park.",
+                            "The capital of France is Paris.", "Water boils at 100 degrees Celsius."]},
+        "params": {"layers": [0, 1, 28, 29], "threshold": 0.3, "tolerance": 0.01},
+    },
 }
 
 

@@ -21,6 +21,7 @@ from schemas.kinds import (
     circuit,
     ffn_projection,
     generate,
+    head_redundancy,
     knowledge_edit,
     knowledge_neurons,
     logit_lens,
@@ -62,6 +63,8 @@ KINDS: dict[str, KindSpec] = {
     "activation_patching": KindSpec(activation_patching.ActivationPatchingJob, activation_patching.ActivationPatchingResult,
                                     ("causal_lm",), 1800),
     "circuit": KindSpec(circuit.CircuitJob, circuit.CircuitResult, ("causal_lm",), 3600),
+    "head_redundancy": KindSpec(head_redundancy.HeadRedundancyJob, head_redundancy.HeadRedundancyResult,
+                                ("causal_lm", "encoder"), 1800),
 }
 
 

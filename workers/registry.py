@@ -21,6 +21,7 @@ from workers.methods import (
     circuit,
     ffn_projection,
     generate,
+    head_redundancy,
     knowledge_edit,
     knowledge_neurons,
     logit_lens,
@@ -48,6 +49,7 @@ METHODS: dict[str, ModuleType] = {
     "knowledge_edit": knowledge_edit,
     "activation_patching": activation_patching,
     "circuit": circuit,
+    "head_redundancy": head_redundancy,
 }
 
 REGISTRY: dict[str, MethodSpec] = {

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from workers.internals.capture import attention_parts, forward, head_out_weights, n_heads
+from workers.heads.masking import head_width, n_units
+from workers.internals.capture import attention_parts, forward, head_out_weights
 from workers.internals.hooks import capture_inputs
-from workers.models.loading import LM, head_dim
+from workers.models.loading import LM
 from workers.progress import Progress, no_progress
 
 Head = tuple[int, int]
@@ -85,7 +86,7 @@ def attention_maps(lm: LM, ids: list[int], heads: list[Head]) -> torch.Tensor:
 def head_outputs(lm: LM, ids: list[int], heads: list[Head]) -> torch.Tensor:
     """(N, n·d) what each head writes into the residual stream on one text, z_h W_O^h, flattened."""
     by_layer = _groups(heads)
-    H, dh = n_heads(lm)[0], head_dim(lm.config)
+    H, dh = n_units(lm), head_width(lm)
     modules = {str(layer): lm.layers[layer].get_submodule(lm.arch.attn_out) for layer in by_layer}
     with capture_inputs(modules) as z:
         forward(lm, ids)

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from workers.internals.batching import batch_tokens, forward_overhead
-from workers.internals.capture import n_heads
 from workers.internals.hooks import capture_inputs, hooks
 from workers.models.loading import LM
 from workers.patching.exact import Counts, Patch, body, from_layer, plan, skips_layers
@@ -84,7 +83,15 @@ def trunk(lm: LM) -> nn.Module:
 
 
 def n_units(lm: LM) -> int:
-    return n_heads(lm)[0]
+    """Query heads per layer (read from the config: LLaMA/BERT and GPT-2 spellings)."""
+    c = lm.config
+    return int(getattr(c, "num_attention_heads", None) or c.n_head)
+
+
+def head_width(lm: LM) -> int:
+    """Features per head: the config's `head_dim` where it has one, never assumed hidden // heads."""
+    c = lm.config
+    return int(getattr(c, "head_dim", None) or (getattr(c, "hidden_size", None) or c.n_embd) // n_units(lm))
 
 
 def scale_hooks(lm: LM, scales: dict[int, torch.Tensor]):
