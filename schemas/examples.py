@@ -89,6 +89,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                             "The capital of France is Paris.", "Water boils at 100 degrees Celsius."]},
         "params": {"layers": [0, 1, 28, 29], "threshold": 0.3, "tolerance": 0.01},
     },
+    "syntactic_attention": {
+        "kind": "syntactic_attention", "model": "smollm2-135m",
+        "input": {"sentences": [
+            {"words": ["The", "girl", "near", "the", "boys", "sings"], "heads": [2, 6, 5, 5, 2, 0],
+             "relations": ["det", "nsubj", "case", "det", "nmod", "root"]},
+            {"words": ["The", "teachers", "who", "the", "student", "likes", "write", "books"],
+             "heads": [2, 7, 6, 5, 6, 2, 0, 7],
+             "relations": ["det", "nsubj", "obj", "det", "nsubj", "acl:relcl", "root", "obj"]},
+        ]},
+        "params": {"top_k": 3},
+    },
 }
 
 

@@ -27,6 +27,7 @@ from schemas.kinds import (
     logit_lens,
     probe,
     steering_fit,
+    syntactic_attention,
 )
 
 
@@ -65,6 +66,8 @@ KINDS: dict[str, KindSpec] = {
     "circuit": KindSpec(circuit.CircuitJob, circuit.CircuitResult, ("causal_lm",), 3600),
     "head_redundancy": KindSpec(head_redundancy.HeadRedundancyJob, head_redundancy.HeadRedundancyResult,
                                 ("causal_lm", "encoder"), 1800),
+    "syntactic_attention": KindSpec(syntactic_attention.SyntacticAttentionJob,
+                                    syntactic_attention.SyntacticAttentionResult, ("causal_lm", "encoder"), 600),
 }
 
 

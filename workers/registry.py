@@ -27,6 +27,7 @@ from workers.methods import (
     logit_lens,
     probe,
     steering_fit,
+    syntactic_attention,
 )
 
 
@@ -50,6 +51,7 @@ METHODS: dict[str, ModuleType] = {
     "activation_patching": activation_patching,
     "circuit": circuit,
     "head_redundancy": head_redundancy,
+    "syntactic_attention": syntactic_attention,
 }
 
 REGISTRY: dict[str, MethodSpec] = {
