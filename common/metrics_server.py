@@ -8,17 +8,17 @@ the model worker (workers/main.py) and the webhook worker (delivery/webhook_work
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Mapping
 
 from prometheus_client import start_http_server
+
+from common.settings import ProcessSettings
 
 DEFAULT_HOST = "127.0.0.1"
 
 
-def metrics_host(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("LANTERN_METRICS_HOST") or env.get("LANTERN_HOST") or DEFAULT_HOST
+def metrics_host() -> str:
+    """LANTERN_METRICS_HOST, else LANTERN_HOST (where the API binds), else loopback."""
+    return ProcessSettings().metrics_bind
 
 
 def serve(host: str, port: int, log: logging.Logger) -> bool:

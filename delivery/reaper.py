@@ -21,7 +21,6 @@ webhook worker runs it every `LANTERN_REAPER_INTERVAL_S` and so does each model 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from rq.job_lifecycle import record_job_failure
 from rq.serializers import JSONSerializer
 from rq.utils import parse_composite_key, utcformat
 
+from common.settings import ProcessSettings
 from common.slots import release_slot
 from common.webhook_queue import notify
 from schemas.common import Problem
@@ -44,7 +44,7 @@ log = logging.getLogger("lantern.reaper")
 
 
 def lost_retries() -> int:
-    return int(os.environ.get("LANTERN_WORKER_LOST_RETRIES", "1"))
+    return ProcessSettings().worker_lost_retries
 
 
 def worker_lost_problem(worker: str, times: int) -> Problem:
@@ -54,7 +54,7 @@ def worker_lost_problem(worker: str, times: int) -> Problem:
 
 
 def dequeue_grace_s() -> float:
-    return float(os.environ.get("LANTERN_DEQUEUE_GRACE_S", "10"))
+    return ProcessSettings().dequeue_grace_s
 
 
 def reap(connection: Redis, model_ids: list[str], retries: int | None = None,
@@ -125,10 +125,11 @@ def _handle(connection: Redis, queue: Queue, registry, composite: str, job: Job,
     if lost <= retries:
         job.meta["progress"] = 0.0
         job.save_meta()
-        with connection.pipeline() as pipe:
-            pipe.zrem(registry.key, composite)
-            queue.enqueue_job(job, pipeline=pipe, at_front=True)
-            pipe.execute()
+        # RQ's public requeue (it cannot join our pipeline: it WATCHes a job's dependencies). Enqueued
+        # first, then out of the started registry: a crash in between runs the job twice at worst
+        # (the claim above keeps other reapers off it), never loses it.
+        queue.enqueue_job(job, at_front=True)
+        connection.zrem(registry.key, composite)
         log.warning("job %s: worker %s lost; requeued (%d/%d)", job.id, worker, lost, retries)
         return "requeued"
     problem = worker_lost_problem(worker, lost)
@@ -148,7 +149,7 @@ def _handle(connection: Redis, queue: Queue, registry, composite: str, job: Job,
 
 def start_thread(connection: Redis, model_ids: list[str], stop: threading.Event,
                  interval: float | None = None) -> threading.Thread:
-    interval = interval or float(os.environ.get("LANTERN_REAPER_INTERVAL_S", "5"))
+    interval = interval or ProcessSettings().reaper_interval_s
 
     def loop() -> None:
         while not stop.wait(interval):

@@ -24,6 +24,7 @@ import uuid
 from redis import Redis
 
 from common.metrics_server import metrics_host, serve
+from common.settings import ProcessSettings
 from common.webhook_queue import WebhookSettings
 from delivery import reaper
 from delivery.webhooks import Deliverer, promote_due
@@ -83,24 +84,22 @@ def _housekeeping(connection: Redis, name: str, models: list[str], stop: threadi
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lantern webhook-worker")
-    parser.add_argument("--concurrency", type=int, default=int(os.environ.get("LANTERN_WEBHOOK_CONCURRENCY", "4")))
-    parser.add_argument("--metrics-port", type=int,
-                        default=int(os.environ.get("LANTERN_WEBHOOK_METRICS_PORT", "9102")), help="0: off")
+    process = ProcessSettings()
+    parser.add_argument("--concurrency", type=int, default=process.webhook_concurrency)
+    parser.add_argument("--metrics-port", type=int, default=process.webhook_metrics_port, help="0: off")
     parser.add_argument("--metrics-host", default=metrics_host(),
                         help="Prometheus bind address (LANTERN_METRICS_HOST, else LANTERN_HOST, else 127.0.0.1)")
     parser.add_argument("--name", default=None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LANTERN_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    connection = Redis.from_url(os.environ.get("LANTERN_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+    logging.basicConfig(level=process.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    connection = Redis.from_url(process.redis_url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     settings = WebhookSettings()
     serve(args.metrics_host, args.metrics_port, log)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    interval = float(os.environ.get("LANTERN_REAPER_INTERVAL_S", "5"))
+    interval = process.reaper_interval_s
     models = list(load_registry())
     threads = [threading.Thread(target=_housekeeping, args=(connection, name, models, stop, interval),
                                 daemon=True)]

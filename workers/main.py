@@ -24,6 +24,7 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from common.metrics_server import metrics_host, serve
+from common.settings import ProcessSettings
 from delivery import reaper
 from schemas.keys import queue_name, tokenizer_digest_key, tokenizer_key, worker_key
 from schemas.models import load_registry
@@ -31,7 +32,7 @@ from workers import metrics, tasks
 from workers.models.loading import load_model
 
 log = logging.getLogger("lantern.worker")
-HEARTBEAT_TTL_S = int(os.environ.get("LANTERN_WORKER_HEARTBEAT_TTL_S", "20"))  # dead after this without a beat
+HEARTBEAT_TTL_S = ProcessSettings().worker_heartbeat_ttl_s  # dead after this without a beat
 HEARTBEAT_S = max(1, HEARTBEAT_TTL_S // 4)
 REDIS_SOCKET_TIMEOUT_S = 600
 
@@ -70,25 +71,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs (recycling)")
     parser.add_argument("--metrics-port", type=int,
-                        default=int(os.environ.get("LANTERN_WORKER_METRICS_PORT", "9101")),
+                        default=ProcessSettings().worker_metrics_port,
                         help="Prometheus port (0: off)")
     parser.add_argument("--metrics-host", default=metrics_host(),
                         help="Prometheus bind address (LANTERN_METRICS_HOST, else LANTERN_HOST, else 127.0.0.1)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("LANTERN_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if threads := os.environ.get("LANTERN_TORCH_THREADS"):
+    settings = ProcessSettings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if settings.torch_threads:
         import torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(settings.torch_threads)
 
     registry = load_registry()
     unknown = [m for m in args.model if m not in registry]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; known: {sorted(registry)}")
     # The socket timeout must outlast RQ's blocking dequeue (worker_ttl - 15 s), or BLPOP times out.
-    connection = Redis.from_url(os.environ.get("LANTERN_REDIS_URL", "redis://127.0.0.1:6379/0"),
-                                socket_timeout=REDIS_SOCKET_TIMEOUT_S, health_check_interval=30)
+    connection = Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT_S, health_check_interval=30)
     name = args.name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
     for model_id in args.model:
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     worker = SimpleWorker(queues, connection=connection, serializer=JSONSerializer, name=name)
     try:
         worker.work(burst=args.burst, max_jobs=args.max_jobs, with_scheduler=False,
-                    logging_level=os.environ.get("LANTERN_LOG_LEVEL", "INFO"))
+                    logging_level=settings.log_level.upper())
     finally:
         stop.set()
         try:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, JobBase, Result, Strict, TextInput
+from schemas.common import QuadratureRule as Rule
 from schemas.facts import Facts
 from schemas.interventions import Interventions
 from schemas.limits import Limits, limited, over
@@ -23,7 +24,6 @@ GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients")
 PERTURBATION_METHODS = ("occlusion", "lime", "kernel_shap")
 
 # Quadrature rules under Captum's names (captum.attr._utils.approximation_methods).
-Rule = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 
 
 class AttributionInput(TextInput):

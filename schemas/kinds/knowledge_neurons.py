@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from schemas.common import FieldError, JobBase, JobInput, JobParams, Prompt, Result, Strict
+from schemas.common import QuadratureRule as Rule
 from schemas.facts import Facts, index_errors
 from schemas.limits import Limits, limited, over
 
-Rule = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 Answer = Annotated[str, Field(min_length=1, max_length=256)]
 MAX_FACT_PROMPTS = 16
 MAX_CONTROL_PROMPTS = 32

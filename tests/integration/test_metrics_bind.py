@@ -16,10 +16,14 @@ from common.metrics_server import metrics_host
 from tests.conftest import ROOT, free_port
 
 
-def test_metrics_host_setting_precedence():
-    assert metrics_host({}) == "127.0.0.1"
-    assert metrics_host({"LANTERN_HOST": "10.1.2.3"}) == "10.1.2.3"  # as the API binds
-    assert metrics_host({"LANTERN_HOST": "10.1.2.3", "LANTERN_METRICS_HOST": "0.0.0.0"}) == "0.0.0.0"
+def test_metrics_host_setting_precedence(monkeypatch):
+    monkeypatch.delenv("LANTERN_HOST", raising=False)
+    monkeypatch.delenv("LANTERN_METRICS_HOST", raising=False)
+    assert metrics_host() == "127.0.0.1"
+    monkeypatch.setenv("LANTERN_HOST", "10.1.2.3")
+    assert metrics_host() == "10.1.2.3"  # as the API binds
+    monkeypatch.setenv("LANTERN_METRICS_HOST", "0.0.0.0")
+    assert metrics_host() == "0.0.0.0"
 
 
 def _listening_address(proc: subprocess.Popen, port: int, timeout: float = 240) -> str:

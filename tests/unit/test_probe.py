@@ -185,7 +185,7 @@ def test_schema_limits():
 
 def test_layer_out_of_range_is_bad_input(tiny_llama):
     examples = [{"text": t, "label": i % 2} for i, t in enumerate(random_texts(10))]
-    with pytest.raises(BadInput, match="3 layers"):
+    with pytest.raises(BadInput, match="n_layers=3"):
         probe.run(tiny_llama, probe_job(examples, layers=[5], folds=2), Context())
 
 

@@ -24,15 +24,11 @@ import torch
 
 from workers.internals.batching import rows_per_batch
 from workers.internals.hooks import hooks
-from workers.models.loading import LM, head_dim
+from workers.models.loading import LM
 from workers.progress import Progress, no_progress
 
 Site = Literal["residual", "attn_head", "mlp"]
 Position = Literal["last", "mean"]
-
-
-def n_heads(lm: LM) -> int:
-    return int(getattr(lm.config, "num_attention_heads", None) or lm.config.n_head)
 
 
 def _reduce(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, position: Position) -> torch.Tensor:
@@ -113,5 +109,5 @@ def collect(lm: LM, sequences: Sequence[Sequence[int]], site: Site, layers: Sequ
             progress(lo + (hi - lo) * done / len(order))
     acts = torch.stack(rows)  # type: ignore[arg-type]  # (N, layers, D)
     if site == "attn_head":
-        acts = acts.reshape(acts.shape[0], acts.shape[1], n_heads(lm), head_dim(lm.config))  # (N, layers, heads, head_dim)
+        acts = acts.reshape(acts.shape[0], acts.shape[1], lm.n_heads, lm.head_dim)  # (N, layers, heads, head_dim)
     return acts

@@ -3,10 +3,9 @@ forward costs beyond its positions."""
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from common.settings import ProcessSettings
 from workers.models.loading import LM
 
 # A forward costs about `overhead + positions` position-units: on the CPU every forward streams all
@@ -21,8 +20,8 @@ DEFAULT_CPU_BATCH_TOKENS = 2048
 
 def batch_tokens(lm: LM, with_grad: bool = True) -> int:
     """Token positions per batch: `LANTERN_BATCH_TOKENS` if set, else sized from free memory."""
-    if env := os.environ.get("LANTERN_BATCH_TOKENS"):
-        return max(1, int(env))
+    if configured := ProcessSettings().batch_tokens:
+        return configured
     if lm.device.type != "cuda":
         return DEFAULT_CPU_BATCH_TOKENS * (1 if with_grad else 4)
     free, _ = torch.cuda.mem_get_info(lm.device)
@@ -42,6 +41,6 @@ def rows_per_batch(lm: LM, seq_len: int, with_grad: bool = True) -> int:
 
 def forward_overhead(lm: LM) -> int:
     """The fixed cost of one forward, in token positions (`LANTERN_FORWARD_OVERHEAD` overrides)."""
-    if env := os.environ.get("LANTERN_FORWARD_OVERHEAD"):
-        return max(0, int(env))
+    if (configured := ProcessSettings().forward_overhead) is not None:
+        return configured
     return FORWARD_OVERHEAD_POSITIONS.get(lm.device.type, FORWARD_OVERHEAD_POSITIONS["cpu"])

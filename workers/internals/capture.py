@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from workers.internals.hooks import hooks
-from workers.models.loading import LM, head_dim
+from workers.models.loading import LM
 
 
 @contextmanager
@@ -54,33 +54,26 @@ def in_out_weight(module: nn.Module) -> torch.Tensor:
     raise TypeError(f"not a projection: {type(module).__name__}")
 
 
-def n_heads(lm: LM) -> tuple[int, int]:
-    """(query heads, KV heads) from the config."""
-    c = lm.config
-    heads = getattr(c, "num_attention_heads", None) or c.n_head
-    return heads, getattr(c, "num_key_value_heads", None) or heads
-
-
 def kv_head_of(lm: LM) -> torch.Tensor:
     """(H,) the KV head each query head reads: h // (n_heads // n_kv_heads), HF's `repeat_kv` layout."""
-    heads, kv = n_heads(lm)
+    heads, kv = lm.n_heads, lm.n_kv_heads
     return torch.arange(heads) // (heads // kv)
 
 
 def head_out_weights(lm: LM, layer: int) -> torch.Tensor:
     """W_O^h for every query head, (H, head_dim, d): head h's rows of the (in, out) output projection."""
-    heads, _ = n_heads(lm)
+    heads = lm.n_heads
     w = in_out_weight(lm.layers[layer].get_submodule(lm.arch.attn_out))  # (H*head_dim, d)
-    return w.reshape(heads, head_dim(lm.config), w.shape[-1])
+    return w.reshape(heads, lm.head_dim, w.shape[-1])
 
 
 def values_from(lm: LM, v_out: torch.Tensor) -> torch.Tensor:
     """(1, n, out) output of `arch.v_proj` -> (n, n_kv, head_dim) value vectors x W_V + b_V."""
-    _, kv = n_heads(lm)
+    kv = lm.n_kv_heads
     v = v_out[0]
     if lm.arch.qkv_fused:
-        v = v[..., -kv * head_dim(lm.config):]
-    return v.reshape(v.shape[0], kv, head_dim(lm.config))
+        v = v[..., -kv * lm.head_dim:]
+    return v.reshape(v.shape[0], kv, lm.head_dim)
 
 
 def head_value_vectors(lm: LM, layer: int, v: torch.Tensor, heads: torch.Tensor | None = None) -> torch.Tensor:

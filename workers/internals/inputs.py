@@ -18,7 +18,7 @@ def encode_prompt(lm: LM, text: TextInput, limits: Limits,
                        [FieldError(loc=field, msg="this model has no chat template", type="no_chat_template")])
     enc = lm.encode(text)
     if not enc.ids:
-        raise BadInput("the prompt has no tokens")
+        raise BadInput(f"{'.'.join(map(str, field))} has no tokens", [FieldError(loc=field, msg="no tokens", type="empty")])
     if len(enc.ids) > limits.max_prompt_tokens:
         err = over(field, len(enc.ids), "max_prompt_tokens", limits.max_prompt_tokens)
         raise BadInput(err.msg, [err])

@@ -26,7 +26,7 @@ import torch
 from common.artifacts import ArtifactStore
 from workers.errors import BadInput
 from workers.internals.hooks import hooks
-from workers.models.loading import LM, head_dim
+from workers.models.loading import LM
 
 ARTIFACT_KIND = "steering-profiles"
 
@@ -34,8 +34,8 @@ ARTIFACT_KIND = "steering-profiles"
 def check_profile(lm: LM, data: dict[str, Any], profile_id: str = "") -> None:
     """The profile's shape must match the model (same id is checked by the store; this guards a
     model id re-pointed at other weights)."""
-    heads = getattr(lm.config, "num_attention_heads", None) or lm.config.n_head
-    want = {"n_layers": len(lm.layers), "n_heads": heads, "head_dim": head_dim(lm.config)}
+    heads = lm.n_heads
+    want = {"n_layers": lm.n_layers, "n_heads": heads, "head_dim": lm.head_dim}
     got = {k: data.get(k) for k in want}
     if got != want:
         raise BadInput(f"steering profile {profile_id!r} has shape {got}, model {lm.id} has {want}")
@@ -47,8 +47,7 @@ def check_profile(lm: LM, data: dict[str, Any], profile_id: str = "") -> None:
 def layer_vectors(lm: LM, data: dict[str, Any], alpha: float) -> dict[int, torch.Tensor]:
     """layer -> the (heads × head_dim,) vector added to that layer's attn_out input: α·σ·θ in each
     selected head's slice, 0 elsewhere."""
-    heads = getattr(lm.config, "num_attention_heads", None) or lm.config.n_head
-    hd = head_dim(lm.config)
+    heads, hd = lm.n_heads, lm.head_dim
     vectors: dict[int, torch.Tensor] = {}
     for h in data["heads"]:
         v = vectors.setdefault(h["layer"], torch.zeros(heads * hd, dtype=torch.float32))  # (heads*head_dim,)

@@ -20,7 +20,7 @@ from schemas.kinds.knowledge_neurons import MAX_ANSWER_TOKENS, FilteredNeuron, L
 from schemas.limits import Limits
 from workers.errors import BadInput
 from workers.internals.ffn import ValueDelta, fact_attributions, ffn_out_modules, value_deltas
-from workers.internals.inputs import encode_continuation, encode_prompt
+from workers.internals.inputs import encode_continuation, encode_prompt, resolve_indices
 from workers.models.loading import LM
 from workers.progress import Progress
 
@@ -44,13 +44,6 @@ class Located:
     coarse_counts: list[int]
     filtered: list[FilteredNeuron] | None = None  # None: no contrast filter ran
     filtered_count: int | None = None
-
-
-def check_layers(lm: LM, layers: list[int] | None) -> list[int] | None:
-    n_layers = len(ffn_out_modules(lm))
-    if layers is not None and any(lay >= n_layers for lay in layers):
-        raise BadInput(f"params.layers: model {lm.id} has {n_layers} layers (0..{n_layers - 1})")
-    return sorted(set(layers)) if layers is not None else None
 
 
 def coarse_sets(scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -120,7 +113,8 @@ def locate(lm: LM, prompt_ids: list[list[int]], answer_ids: list[int], params: L
     """IG per prompt (and, with `params.filter_controls`, per control prompt for its own top-1 next
     token, same steps, rule and layers), then `refine`. `cache_controls`: the control prompts are a
     fixed set (the built-in control facts), so their scores are kept on the model (`control_scores_cache`)."""
-    layers = check_layers(lm, params.layers)
+    layers = None if params.layers is None else resolve_indices(  # None: every layer
+        params.layers, len(ffn_out_modules(lm)), ["params", "layers"], "layers", "n_layers")
     controls = control_ids if params.filter_controls and control_ids else []
     cached = [control_scores_cache(lm, ids, params, layers) if cache_controls else None for ids in controls]
     jobs = [(ids, answer_ids) for ids in prompt_ids] + [(ids, None) for ids, c in zip(controls, cached) if c is None]

@@ -42,13 +42,13 @@ from schemas.kinds.attribution import (
 from schemas.limits import Limits
 from workers import perturbation
 from workers.context import Context
-from workers.errors import BadInput
 from workers.internals.batching import rows_per_batch
 from workers.internals.inputs import word_spans
 from workers.internals.scoring import Target, TargetScorer, resolve_target
 from workers.interventions.applied import applied
 from workers.models.loading import LM
 from workers.numerics.quadrature import quadrature
+from workers.perturbation.units import replacement
 from workers.progress import Progress
 
 AUTO_FIRST_STEPS = 16
@@ -58,13 +58,7 @@ def baseline_embeddings(lm: LM, target: Target, params: AttributionParams) -> to
     """x' (L, d): the baseline at explained positions, the input itself at fixed positions."""
     ids = torch.tensor(target.seq_ids, device=lm.device)  # (L,)
     x = lm.embed(ids)  # (L, d)
-    if params.baseline == "zero":
-        base = torch.zeros_like(x[0])
-    else:
-        tok = lm.tokenizer.pad_token_id if params.baseline == "pad" else lm.tokenizer.mask_token_id
-        if tok is None:
-            raise BadInput(f"model {lm.id} has no {params.baseline} token; use baseline 'zero' or 'pad'",)
-        base = lm.embed(torch.tensor(tok, device=lm.device))  # (d,)
+    base, _ = replacement(lm, params.baseline)  # (d,)
     explained = explained_mask(target, params).to(lm.device)  # (L,)
     return torch.where(explained[:, None], base.expand_as(x), x)
 

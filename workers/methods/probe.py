@@ -20,40 +20,15 @@ Where this differs from the reference code:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
+from schemas.common import TextInput
 from schemas.kinds.probe import ProbeJob, ProbeParams, ProbeResult, SiteAccuracy
-from schemas.limits import Limits, over
 from workers.context import Context
-from workers.errors import BadInput
 from workers.internals.activations import collect
+from workers.internals.inputs import encode_prompt, resolve_indices
 from workers.models.loading import LM
 from workers.numerics.probing import chance, class_index, make_splits, validation_accuracy
-
-
-def encode_texts(lm: LM, texts: Sequence[str], limits: Limits, field: str = "text") -> list[list[int]]:
-    """Token ids of each example; over `max_prompt_tokens` is a BadInput naming the example."""
-    out = []
-    for i, text in enumerate(texts):
-        ids = lm.encode(text).ids
-        if not ids:
-            raise BadInput(f"example {i} has no tokens")
-        if len(ids) > limits.max_prompt_tokens:
-            err = over(["input", "examples", i, field], len(ids), "max_prompt_tokens", limits.max_prompt_tokens)
-            raise BadInput(err.msg, [err])
-        out.append(ids)
-    return out
-
-
-def check_layers(lm: LM, layers: list[int] | None) -> list[int]:
-    n = len(lm.layers)
-    if layers is None:
-        return list(range(n))
-    if bad := [l for l in layers if l >= n]:
-        raise BadInput(f"params.layers {bad} out of range: model {lm.id} has {n} layers (0..{n - 1})")
-    return sorted(set(layers))
 
 
 def run(lm: LM, job: ProbeJob, ctx: Context) -> ProbeResult:
@@ -62,8 +37,9 @@ def run(lm: LM, job: ProbeJob, ctx: Context) -> ProbeResult:
     examples = job.input.examples
     classes, y = class_index([e.label for e in examples])
     splits, described = make_splits(y, [e.group for e in examples], params)
-    layers = check_layers(lm, params.layers)
-    ids = encode_texts(lm, [e.text for e in examples], limits)
+    layers = resolve_indices(params.layers, lm.n_layers, ["params", "layers"], "layers", "n_layers")
+    ids = [encode_prompt(lm, TextInput(prompt=e.text), limits, ("input", "examples", i, "text")).ids
+           for i, e in enumerate(examples)]
     acts = collect(lm, ids, params.site, layers, params.position, progress, (0.0, 0.5))  # (N, layers, [heads,] D)
     shape = acts.shape[1:-1]  # (layers,) or (layers, heads)
     X = acts.reshape(acts.shape[0], -1, acts.shape[-1]).numpy()  # (N, sites, D)

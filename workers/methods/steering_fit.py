@@ -36,8 +36,8 @@ from schemas.kinds.steering_fit import (
 from schemas.limits import Limits, over
 from workers.context import Context
 from workers.errors import BadInput
-from workers.internals.activations import collect, n_heads
-from workers.models.loading import LM, head_dim
+from workers.internals.activations import collect
+from workers.models.loading import LM
 from workers.numerics.probing import chance, make_splits, probe_weight, validation_accuracy
 from workers.progress import Progress
 
@@ -91,7 +91,7 @@ def run(lm: LM, job: SteeringFitJob, ctx: Context) -> SteeringFitResult:
     progress, limits = ctx.progress, ctx.limits
     params: SteeringFitParams = job.params
     examples = job.input.examples
-    n_layers, heads = len(lm.layers), n_heads(lm)
+    n_layers, heads = lm.n_layers, lm.n_heads
     n_select = params.n_heads or default_n_heads(n_layers, heads)
     if n_select > n_layers * heads:
         raise BadInput(f"params.n_heads={n_select} is over the model's {n_layers * heads} heads")
@@ -102,7 +102,7 @@ def run(lm: LM, job: SteeringFitJob, ctx: Context) -> SteeringFitResult:
     grid, selected = fit_heads(acts, y, params, n_select, splits, progress, (0.4, 1.0))
     data = {
         "method": "iti", "site": "attn_head", "position": "last",
-        "n_layers": n_layers, "n_heads": heads, "head_dim": head_dim(lm.config),
+        "n_layers": n_layers, "n_heads": heads, "head_dim": lm.head_dim,
         "heads": selected, "accuracy_grid": grid.tolist(), "chance": chance(y), "validation": described,
         "n_examples": len(examples), "n_true": int(y.sum()), "params": params.model_dump(mode="json"),
     }

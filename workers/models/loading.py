@@ -60,18 +60,40 @@ class LM:
     def embed(self) -> nn.Embedding:
         return self.module(self.arch.embed)  # type: ignore[return-value]
 
+    # -- shape: the one place the config's names are read (LLaMA/BERT vs GPT-2 spellings) --------
+    @property
+    def n_layers(self) -> int:
+        return int(getattr(self.config, "num_hidden_layers", None) or self.config.n_layer)
+
+    @property
+    def n_heads(self) -> int:
+        return int(getattr(self.config, "num_attention_heads", None) or self.config.n_head)
+
+    @property
+    def n_kv_heads(self) -> int:
+        """KV heads (fewer than `n_heads` under GQA)."""
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(getattr(self.config, "hidden_size", None) or self.config.n_embd)
+
+    @property
+    def head_dim(self) -> int:
+        """`head_dim` from the config when it has one, never assumed to be hidden // heads."""
+        return int(getattr(self.config, "head_dim", None) or self.hidden_size // self.n_heads)
+
     def facts(self) -> dict[str, Any]:
         c = self.config
-        n_heads = getattr(c, "num_attention_heads", None) or c.n_head
         return {
             "id": self.id,
             "architecture": self.arch.family,
             "task": self.spec.task,
-            "n_layers": getattr(c, "num_hidden_layers", None) or c.n_layer,
-            "n_heads": n_heads,
-            "n_kv_heads": getattr(c, "num_key_value_heads", None) or n_heads,
-            "head_dim": head_dim(c),
-            "hidden_size": getattr(c, "hidden_size", None) or c.n_embd,
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "n_kv_heads": self.n_kv_heads,
+            "head_dim": self.head_dim,
+            "hidden_size": self.hidden_size,
             "intermediate_size": (getattr(c, "intermediate_size", None) or getattr(c, "n_inner", None)  # GPT-2: n_inner
                                   or 4 * (c.n_embd if hasattr(c, "n_embd") else c.hidden_size)),
             "vocab_size": c.vocab_size,
@@ -108,16 +130,6 @@ class LM:
 
     def token_strings(self, ids: list[int]) -> list[str]:
         return [self.tokenizer.decode([i]) for i in ids]
-
-
-def head_dim(config: Any) -> int:
-    """`head_dim` from the config when it has one, never assumed to be hidden // heads."""
-    hd = getattr(config, "head_dim", None)
-    if hd:
-        return int(hd)
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
-    heads = getattr(config, "num_attention_heads", None) or config.n_head
-    return hidden // heads
 
 
 def resolve_device(spec: ModelSpec) -> torch.device:

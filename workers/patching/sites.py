@@ -14,8 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from workers.internals.capture import n_heads
-from workers.models.loading import LM, head_dim
+from workers.models.loading import LM
 
 # fn(layer, activation (B, T, units, width)) -> a replacement of the same shape, or None to leave it
 Edit = Callable[[int, torch.Tensor], torch.Tensor | None]
@@ -32,7 +31,7 @@ class Site:
 
 
 def site_of(lm: LM, component: str) -> Site:
-    arch, heads, (_, kv), dh = lm.arch, n_heads(lm)[0], n_heads(lm), head_dim(lm.config)
+    arch, heads, kv, dh = lm.arch, lm.n_heads, lm.n_kv_heads, lm.head_dim
     hidden = lm.embed.weight.shape[1]
     if component == "residual":
         return Site(component, "", True, 1, hidden)
