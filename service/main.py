@@ -26,6 +26,7 @@ from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
 from service.responses import StrictJSONResponse
 from service.routes import artifacts, health, jobs, models
+from service.openapi_results import with_result_types
 from service.setting_limits import apply_to_openapi, name_limits
 from service.tokens import TokenCounter
 
@@ -102,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def openapi() -> dict:  # the configured limits in place of the schemas' hard caps
         if app.openapi_schema is None:
-            app.openapi_schema = apply_to_openapi(FastAPI.openapi(app), limits)
+            app.openapi_schema = apply_to_openapi(with_result_types(FastAPI.openapi(app)), limits)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ def emitted_slugs() -> dict[str, str]:
     """slug -> where, for every problem type the code can emit: `ProblemError(status, "slug", ...)`,
     `PROBLEM_BASE + "slug"`, `problem_uri("slug")`, and `slug = "..."` in a JobFailed subclass."""
     found: dict[str, str] = {}
-    for folder in ("schemas", "service", "workers"):
+    for folder in ("schemas", "common", "service", "delivery", "workers"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             where = str(path.relative_to(ROOT))
             for node in ast.walk(ast.parse(path.read_text(), where)):
