@@ -142,6 +142,39 @@ def test_the_torch_free_packages_reach_no_torch_transformers_or_workers():
     assert bad == []
 
 
+# Inside workers/, from the top down (docs/architecture.md): an import may point at its own tier or
+# a lower one, never up. A new helper package (workers/<topic>/) sits in the "helpers" tier.
+WORKER_TIERS = {
+    "process": ("workers.main", "workers.tasks", "workers.registry", "workers.install_check"),
+    "methods": ("workers.methods",),
+    "helpers": (),  # every other workers.<package>: patching, perturbation, knowledge, datasets, ...
+    "internals": ("workers.internals", "workers.interventions", "workers.numerics"),
+    "base": ("workers.models", "workers.context", "workers.progress", "workers.errors", "workers.finite",
+             "workers.metrics", "workers"),
+}
+RANK = {tier: rank for rank, tier in enumerate(WORKER_TIERS)}
+
+
+def _tier(module: str) -> str:
+    best = ("helpers", 0)
+    for tier, prefixes in WORKER_TIERS.items():
+        for p in prefixes:
+            if (module == p or (p != "workers" and module.startswith(p + "."))) and len(p) > best[1]:
+                best = (tier, len(p))
+    return best[0]
+
+
+def test_worker_modules_import_only_their_tier_or_below():
+    upward = sorted(f"{m} ({_tier(m)}) -> {t} ({_tier(t)})" for m, targets in GRAPH.items() if _top(m) == "workers"
+                    for t in targets if _top(t) == "workers" and RANK[_tier(t)] < RANK[_tier(m)])
+    assert upward == []
+
+
+def test_the_tier_check_sees_an_upward_arrow():
+    assert _tier("workers.internals.hooks") == "internals" and _tier("workers.patching.exact") == "helpers"
+    assert RANK[_tier("workers.methods.attention")] < RANK[_tier("workers.internals.capture")]
+
+
 def test_method_modules_are_leaves():
     """A method imports helpers, never another method: what two kinds share lives below `workers/methods/`."""
     arrows = sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if m.startswith(METHODS + ".")
