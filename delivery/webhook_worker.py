@@ -25,6 +25,7 @@ from redis import Redis
 
 from common.metrics_server import metrics_host, serve
 from common.settings import ProcessSettings
+from common.sweeps import finalize_open
 from common.webhook_queue import WebhookSettings
 from delivery import reaper
 from delivery.webhooks import Deliverer, promote_due
@@ -66,7 +67,8 @@ def _deliver_loop(connection: Redis, name: str, settings: WebhookSettings, stop:
 
 
 def _housekeeping(connection: Redis, name: str, models: list[str], stop: threading.Event, interval: float) -> None:
-    """Heartbeat and due retries every 0.25 s; orphan recovery and the reaper every `interval`."""
+    """Heartbeat and due retries every 0.25 s; orphan recovery, the reaper and the sweeps nobody
+    polls (finalized, so their webhook goes out: common/sweeps.py) every `interval`."""
     last = 0.0
     while True:
         try:
@@ -76,6 +78,7 @@ def _housekeeping(connection: Redis, name: str, models: list[str], stop: threadi
                 last = time.monotonic()
                 recover_orphans(connection)
                 reaper.reap(connection, models)
+                finalize_open(connection)
         except Exception:
             log.warning("housekeeping pass failed; retrying", exc_info=False)
         if stop.wait(0.25):

@@ -26,6 +26,7 @@ from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from schemas.keys import cancel_key
+from service.sweeps import snapshot as sweep_snapshot
 
 INTERVAL_S = 0.15  # server-side check interval while a request waits
 PROGRESS_EVERY_S = 1.0  # a progress change ends a wait only after this long
@@ -51,6 +52,10 @@ def snapshot(redis, job_id: str) -> Snapshot:
         meta = {}
     if not isinstance(meta, dict):
         meta = {}
+    if "sweep" in meta and status not in TERMINAL and not meta.get("canceled"):
+        # a sweep's parent is never run: its status and progress are its children's (service/sweeps.py)
+        status, progress = sweep_snapshot(redis, job_id, raw_meta) or (status, 0.0)
+        return Snapshot(status, False, False, progress)
     return Snapshot(status, bool(meta.get("canceled")), bool(flag), float(meta.get("progress") or 0.0))
 
 

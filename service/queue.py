@@ -21,11 +21,13 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
+from common.sweeps import is_sweep
 from schemas.common import Problem
 from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView, JobWarning
 from schemas.keys import (WEBHOOK_QUEUE, WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key,
                           webhook_secret_key)
 from schemas.webhook_events import build_entry
+from service import sweeps
 from service.config import Settings
 from service.problems import PROBLEM_BASE
 
@@ -93,6 +95,8 @@ class JobQueue:
 
     def view_of(self, job: Job, with_result: bool = True, live: set[str] | None = None) -> JobView:
         """The job's view; `live`: the model ids live workers hold (looked up when needed and not given)."""
+        if is_sweep(job):  # a sweep's parent: derived from its children (service/sweeps.py)
+            return sweeps.view(self, job, with_result, live)
         rq_status = job.get_status(refresh=False)
         status = _STATUS.get(rq_status, JobStatus.queued)
         if job.meta.get("canceled"):
@@ -154,6 +158,8 @@ class JobQueue:
     # -- cancel ---------------------------------------------------------------------------------
     def cancel(self, job: Job) -> JobView:
         """Queued: removed from its queue now. Started: the worker stops at its next progress call."""
+        if is_sweep(job):  # every child, and the parent now (service/sweeps.py)
+            return sweeps.cancel(self, job)
         status = job.get_status()
         if status in (RQStatus.QUEUED, RQStatus.DEFERRED, RQStatus.SCHEDULED, RQStatus.CREATED):
             job.meta["canceled"] = True

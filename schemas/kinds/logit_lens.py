@@ -68,6 +68,14 @@ class LogitLensResult(Result):
     unembedding: Literal["lm_head", "input_embeddings"]
     layers: list[LensLayer] = Field(description="by layer, resid_mid before resid_post")
 
+    def scalars(self) -> dict[str, float]:
+        """For a sweep across checkpoints: the target's probability and rank at the last read position
+        of the last layer read (the model's own next-token distribution when that is the last layer)."""
+        last = next((lay for lay in reversed(self.layers) if lay.site == "resid_post"), None)
+        if last is None or last.target_prob is None or last.target_rank is None or not last.target_prob:
+            return {}
+        return {"target_prob": last.target_prob[-1], "target_rank": float(last.target_rank[-1])}
+
 
 class LogitLensJob(JobBase):
     kind: Literal["logit_lens"]
