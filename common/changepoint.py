@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 SPARSE_LOG_FRACTION = 0.15  # the change's interval spans more than this share of the log-step range
 CONCENTRATED_SHARE = 0.6  # one interval carries at least this share of the level change
@@ -98,7 +99,7 @@ def suggest(previous_step: int, step: int, count: int = SUGGESTED) -> list[int]:
     lo, hi = _log(previous_step), _log(step)
     out: list[int] = []
     for j in range(1, count + 1):
-        s = int(round(math.expm1(lo + (hi - lo) * j / (count + 1))))
+        s = round(math.expm1(lo + (hi - lo) * j / (count + 1)))
         if previous_step < s < step and s not in out:
             out.append(s)
     return out
@@ -125,7 +126,7 @@ def analyse(steps: list[int], values: list[float]) -> Analysis:
     """Largest jump and change point of `values` over increasing `steps` (same length, finite)."""
     if len(steps) != len(values):
         raise ValueError("steps and values differ in length")
-    if any(b <= a for a, b in zip(steps, steps[1:])):
+    if any(b <= a for a, b in pairwise(steps)):
         raise ValueError("steps must increase")
     if not all(math.isfinite(v) for v in values):
         raise ValueError("values must be finite")
