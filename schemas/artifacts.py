@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-ArtifactKind = Literal["steering-profiles", "edits"]
-ARTIFACT_KINDS: tuple[str, ...] = ("steering-profiles", "edits")
-ID_PREFIX = {"steering-profiles": "sp_", "edits": "ed_"}
+ArtifactKind = Literal["steering-profiles", "edits", "anchors"]
+ARTIFACT_KINDS: tuple[str, ...] = ("steering-profiles", "edits", "anchors")
+ID_PREFIX = {"steering-profiles": "sp_", "edits": "ed_", "anchors": "an_"}
 
 
 class ArtifactView(BaseModel):

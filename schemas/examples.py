@@ -100,6 +100,24 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         ]},
         "params": {"top_k": 3},
     },
+    "icl_anchors": {
+        "kind": "icl_anchors", "model": "smollm2-135m",
+        "input": {
+            "label_words": {"positive": "positive", "negative": "negative"},
+            "template": "Review: {text}\nSentiment: {label}\n",
+            "demonstrations": [{"text": "A delightful, moving film.", "label": "positive"},
+                               {"text": "Dull and far too long.", "label": "negative"},
+                               {"text": "The cast is wonderful.", "label": "positive"},
+                               {"text": "A mess from start to finish.", "label": "negative"}],
+            "queries": [{"text": "I loved every minute.", "label": "positive"},
+                        {"text": "Boring, I left early.", "label": "negative"},
+                        {"text": "Sharp, funny and warm.", "label": "positive"},
+                        {"text": "The plot makes no sense.", "label": "negative"}],
+            "fit_examples": [{"text": "A joy to watch.", "label": "positive"},
+                             {"text": "Painfully bad acting.", "label": "negative"}],
+        },
+        "params": {"flow_queries": 1, "epochs": 3},
+    },
 }
 
 

@@ -22,6 +22,7 @@ from schemas.kinds import (
     ffn_projection,
     generate,
     head_redundancy,
+    icl_anchors,
     knowledge_edit,
     knowledge_neurons,
     logit_lens,
@@ -68,6 +69,7 @@ KINDS: dict[str, KindSpec] = {
                                 ("causal_lm", "encoder"), 1800),
     "syntactic_attention": KindSpec(syntactic_attention.SyntacticAttentionJob,
                                     syntactic_attention.SyntacticAttentionResult, ("causal_lm", "encoder"), 600),
+    "icl_anchors": KindSpec(icl_anchors.IclAnchorsJob, icl_anchors.IclAnchorsResult, ("causal_lm",), 1800),
 }
 
 

@@ -22,6 +22,7 @@ from workers.methods import (
     ffn_projection,
     generate,
     head_redundancy,
+    icl_anchors,
     knowledge_edit,
     knowledge_neurons,
     logit_lens,
@@ -52,6 +53,7 @@ METHODS: dict[str, ModuleType] = {
     "circuit": circuit,
     "head_redundancy": head_redundancy,
     "syntactic_attention": syntactic_attention,
+    "icl_anchors": icl_anchors,
 }
 
 REGISTRY: dict[str, MethodSpec] = {

@@ -35,6 +35,9 @@ from workers.registry import REGISTRY
 
 # kind -> parts of the request replaced on the tiny model, and why.
 TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    # The answer is read from each label word's first token; in the tiny tokenizer " positive" and
+    # " negative" both start with " " (no merges), so the tiny job uses two single-token words.
+    "icl_anchors": {"input": {**EXAMPLES["icl_anchors"]["input"], "label_words": {"positive": "Mary", "negative": "John"}}},
     # The IOI generator draws names from a list of names that are single tokens of the real models'
     # vocabularies; the tiny tokenizer (320 BPE tokens) has only " Mary" and " John" as single-token
     # names, so the job names its labelled pairs (positions: io, s1, s2, end of the clean prompt).
