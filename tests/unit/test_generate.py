@@ -38,13 +38,6 @@ def test_top_k_one_is_greedy(tiny_llama):
     assert run(tiny_llama, temperature=1.0, top_k=1, seed=3).token_ids == run(tiny_llama).token_ids
 
 
-def test_messages_use_the_chat_template(smollm2):
-    req = parse_job({"kind": "generate", "model": "smollm2-135m",
-                     "input": {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
-                     "params": {"max_new_tokens": 8}})
-    res = generate.run(smollm2, req, Context())
-    assert res.prompt_tokens > 10  # the template's system turn and markers
-    assert "Paris" in res.text
 
 
 
