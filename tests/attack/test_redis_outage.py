@@ -45,7 +45,7 @@ def test_redis_outage_gives_503_then_recovers(tmp_path, tiny_model_dir):
                 assert r.status_code == 503, r.text
                 assert r.headers["content-type"] == "application/problem+json" and int(r.headers["retry-after"]) > 0
             assert c.get("/healthz").status_code == 200
-            time.sleep(2)  # the workers see the outage too
+            time.sleep(2)  # the outage itself lasts 2 s, so the workers' own Redis calls fail too
 
             redis.start()  # same port and data folder (append-only file)
             _until(lambda: c.get("/readyz").status_code == 200)

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from standardwebhooks import Webhook as Verifier
 
+from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_processing_key, webhook_status_key
 from tests.attack.conftest import SECRETS, gen
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,15 @@ def receiver():
     r.server.shutdown()
 
 
+def _until_delivery_settled(stack, timeout: float = 30) -> None:
+    """Until no delivery is queued, waiting for a retry, or held by a webhook worker."""
+    deadline = time.monotonic() + timeout
+    while (stack.redis.llen(WEBHOOK_QUEUE) or stack.redis.zcard(WEBHOOK_RETRIES)
+           or any(stack.redis.llen(k) for k in stack.redis.scan_iter(webhook_processing_key("*")))):
+        assert time.monotonic() < deadline, "webhook deliveries still pending"
+        time.sleep(0.05)
+
+
 def test_failing_receiver_gets_one_signed_delivery(stack, receiver):
     with stack.client("acme") as c:
         r = c.post("/v1/jobs", json=gen(webhook={"url": receiver.url, "events": ["finished"]}))
@@ -76,7 +86,7 @@ def test_failing_receiver_gets_one_signed_delivery(stack, receiver):
         job_id = r.json()["id"]
     assert stack.wait(job_id)["status"] == "finished"
     receiver.wait_accepted(1)
-    time.sleep(0.5)  # would catch a duplicate delivery
+    _until_delivery_settled(stack)  # nothing pending: a duplicate would have been sent by now
     assert len(receiver.posts) == 4  # 3 failures (503, 500, 429) and the success, nothing after
     ids = {h["webhook-id"] for h, _ in receiver.posts}
     assert len(ids) == 1  # the same id on every retry: the receiver can deduplicate
@@ -86,9 +96,9 @@ def test_failing_receiver_gets_one_signed_delivery(stack, receiver):
     data = payload["data"]
     assert data["id"] == job_id and data["status"] == "finished" and data["links"]["self"] == f"/v1/jobs/{job_id}"
     assert "text" in data["result"]  # small result rides along
-    status = json.loads(stack.redis.get(f"lantern:webhook-status:{hid}"))
+    status = json.loads(stack.redis.get(webhook_status_key(hid)))
     assert status == {"outcome": "delivered", "attempts": 4, "status": 200, "reason": "ok"}
-    assert b"receiver-internals" not in stack.redis.get(f"lantern:webhook-status:{hid}")
+    assert b"receiver-internals" not in stack.redis.get(webhook_status_key(hid))
 
 
 def test_own_secret_is_used_and_kept_out_of_the_payload(stack):
