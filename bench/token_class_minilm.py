@@ -1,4 +1,4 @@
-"""The figures of docs/dissection.md on minilm-l6: Kobayashi et al. 2020's central comparison (per
+"""The figures of docs/internals.md on minilm-l6: Kobayashi et al. 2020's central comparison (per
 layer, the share of attention that goes to special tokens ([CLS], [SEP]), punctuation and other
 tokens, by weight and by norm (heads averaged), and by the summed norm ‖Σ_h α f‖), and the
 attention-pattern classes of its 72 heads over the same sentences.

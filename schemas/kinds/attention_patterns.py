@@ -1,7 +1,7 @@
 """`attention_patterns`: each head's attention map classified as vertical, diagonal,
 vertical+diagonal, block or heterogeneous (the five classes of Kovaleva et al. 2019, "Revealing the
 Dark Secrets of BERT"), by fixed features and thresholds instead of the paper's trained classifier.
-The features and thresholds are documented in docs/dissection.md and returned with the result.
+The features and thresholds are documented in docs/internals.md and returned with the result.
 """
 
 from __future__ import annotations
