@@ -9,12 +9,11 @@ from common.settings import ProcessSettings
 from workers.models.loading import LM
 
 # A forward costs about `overhead + positions` position-units: on the CPU every forward streams all
-# the weights (SmolLM2, 1 thread, measured: 60 ms for 1 position, 2.2 ms per position in large
-# batches, so ~30 positions of overhead); on a GPU an eager forward is launch-bound (~30 ms for 30
-# layers on an H200 whatever the batch, microseconds per position), so batches should be full.
+# the weights, a fixed cost of some tens of positions; on a GPU an eager forward is launch-bound
+# whatever the batch, so batches should be full (measurements: docs/patching.md, "Cost").
 FORWARD_OVERHEAD_POSITIONS = {"cpu": 32, "cuda": 8192}
 
-# CPU default: about 1.4 MB of saved activations per token on SmolLM2 (30 layers) -> ~3 GB.
+# CPU default: a few GB of saved activations on SmolLM2-sized models (30 layers).
 DEFAULT_CPU_BATCH_TOKENS = 2048
 
 

@@ -3,7 +3,7 @@
 For a prompt p (n tokens) and a target t (T tokens) the model reads s = p ++ t[:-1] (L = n+T-1
 positions); the last T positions predict t_0 .. t_{T-1}. One forward therefore scores the whole
 target, and logits are computed only at those T positions (`logits_to_keep`), never over the
-whole sequence: on SmolLM2 the 49k-row unembedding is ~12% of a full forward per position.
+whole sequence: a large vocabulary's unembedding is a sizeable share of a forward per position.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ the caller brings no `control_prompts` (`params.builtin_controls`, on by default
 
 Why: located without controls, a fact's knowledge neurons include neurons that many predictions
 share (output neurons of the last layers, a layer-0 neuron that fires on most prompts); suppressing
-them moved unrelated facts by 21% on average on SmolLM2 (issue 10, item 2). The filter drops a
+them moved unrelated facts (docs/knowledge.md). The filter drops a
 candidate that also matters for a control fact's own top-1 token, so a small set of facts from
 unrelated domains removes those shared neurons and leaves the fact's own.
 
@@ -12,7 +12,7 @@ common-knowledge cloze prompts, each from a different relation (astronomy, geome
 antonyms, time units, inventions, history, anatomy), none sharing a relation with the facts that
 docs/knowledge.md measures on; each continuation was checked to be SmolLM2-135M-Instruct's top-1
 next token (the filter uses the model's own top-1 token, so another model works too). Eight,
-because each costs one IG pass (about 4 s on SmolLM2 on one CPU thread) the first time a worker
+because each costs one IG pass the first time a worker
 needs it; the scores are then cached per model and IG settings (`workers.methods.knowledge_neurons`).
 The choice was tuned on the tuning facts of bench/bench_knowledge.py only (`TUNE`, `TUNE_UNRELATED`);
 the figures in docs/knowledge.md are on its held-out facts.

@@ -22,8 +22,8 @@ relative error of IG does not settle as steps grow (5.7 at 16 steps, 6.4 at 64, 
 baseline; zero baseline alike). SmolLM2's tokenizer adds no BOS, so position 0 is an ordinary word
 that carries the attention sink (Xiao et al. 2023: massive activations every head attends to);
 moving its embedding along the path reshapes attention in every layer. Keeping position 0 fixed
-(`fix_first_token`, default on; its score is then 0) makes the path well behaved: 9.6% at 32
-steps, 1.7% at 128. The result always reports `convergence`, and `n_steps: "auto"` doubles steps
+(`fix_first_token`, default on; its score is then 0) makes the path well behaved (the completeness
+errors: docs/attribution.md). The result always reports `convergence`, and `n_steps: "auto"` doubles steps
 until the relative error meets `tolerance`.
 """
 

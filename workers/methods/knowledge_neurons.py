@@ -32,8 +32,8 @@ Where this differs: the model is causal (the paper's BERT reads a [MASK]); the I
 layers in one batched pass with a shared KV cache (the reference runs one layer at a time); the
 contrast filter (step 3) is ours. It costs one IG pass per control prompt (the built-in ones: once
 per worker), and the effect on the controls that filtered is in-sample: hold some out to measure
-locality (docs/knowledge.md). Without controls the located neurons are not specific: on SmolLM2 they
-moved unrelated facts by 21% on average; the built-in set is what makes the default specific.
+locality (docs/knowledge.md). Without controls the located neurons are not specific (they move
+unrelated facts: docs/knowledge.md); the built-in set is what makes the default specific.
 
 Steps 1-4 (`locate`, `refine`, the control-score cache) and the answer read-out live in
 `workers/knowledge/neurons.py`: `knowledge_edit` locates the same way, and a method never imports another.

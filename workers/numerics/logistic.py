@@ -6,8 +6,8 @@ standardised features (`StandardScaler` fitted on the training rows):
     min_β  C · Σ_i w_i · log(1 + exp(−s_i · zᵢᵀβ)) + ½ ‖β_w‖²,   s_i = ±1,
 
 strictly convex, so Newton's method (with step halving) reaches the same optimum scikit-learn's
-L-BFGS does (tested against it). Per-site sklearn fits cost ~5–200 ms each on a busy CPU; ITI
-needs (layers × heads) × folds of them (1,350 on SmolLM2), which the batched solve does in one go.
+L-BFGS does (tested against it). ITI needs (layers × heads) × folds separate fits, which the
+batched solve does in one go.
 More than two classes: one-vs-rest (a binary problem per class, prediction by the largest score).
 
 Folds share one tensor: each fold's training rows carry weight 1 and the others 0.
