@@ -23,12 +23,14 @@ Site = Literal["residual", "attn_head", "mlp"]
 Label = Annotated[str, Field(min_length=1, max_length=128)] | int | bool
 
 
+Group = Annotated[str | None, Field(
+    max_length=256, description="Examples sharing a group stay on one side of every split (e.g. one question's answers).")]
+
+
 class ProbeExample(Strict):
     text: Prompt
     label: Label
-    group: Annotated[str, Field(max_length=256)] | None = Field(
-        None, description="Examples sharing a group stay on one side of every split (e.g. one question's answers)."
-    )
+    group: Group = None
 
 
 class ProbeInput(JobInput):

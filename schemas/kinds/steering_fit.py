@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 
 from schemas.common import FieldError, JobBase, JobInput, Result, Strict, TextInput
 from schemas.facts import Facts
-from schemas.kinds.probe import MAX_EXAMPLES, SplitParams
+from schemas.kinds.probe import MAX_EXAMPLES, Group, SplitParams
 from schemas.limits import Limits, limited, over
 
 # ITI intervenes on 48 of LLaMA-7B's 32 x 32 = 1024 heads; the default scales that share.
@@ -28,9 +28,7 @@ class SteeringExample(TextInput):
 
     completion: Annotated[str, Field(min_length=1, max_length=4096)]
     label: bool
-    group: Annotated[str, Field(max_length=256)] | None = Field(
-        None, description="Examples sharing a group (one question's answers) stay on one side of every split."
-    )
+    group: Group = None
 
 
 class SteeringFitInput(JobInput):
