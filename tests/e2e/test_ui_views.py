@@ -78,6 +78,17 @@ RESULTS = {
                             "layers": [0, 1], "heads": [0, 1], "positions": [3, 4],
                             "effects": [[[0.1, 0.2], [0.0, 0.9]], [[0.3, -0.1], [0.5, 0.2]]],
                             "forwards": 9, "positions_computed": 40, "positions_naive": 80},
+    "syntactic_attention": {"n_sentences": 2, "n_words": 10, "n_tokens": 16, "layers": [0, 1], "heads": [0, 1], "sas": 0.8,
+                            "best": {"layer": 1, "head": 0, "direction": "child", "score": 0.8},
+                            "uas": [[0.3, 0.4], [0.8, 0.2]],
+                            "uas_by_direction": {"parent": [[0.3, 0.4], [0.5, 0.2]], "child": [[0.1, 0.2], [0.8, 0.1]],
+                                                 "both": [[0.2, 0.3], [0.6, 0.2]]},
+                            "top_heads": [{"layer": 1, "head": 0, "direction": "child", "score": 0.8}],
+                            "relations": [{"relation": "nsubj", "count": 2,
+                                           "top": [{"layer": 1, "head": 0, "direction": "child", "score": 1.0},
+                                                   {"layer": 0, "head": 1, "direction": "parent", "score": 0.5}],
+                                           "baseline": {"offset": 1, "score": 0.5}}],
+                            "baseline": {"offset": 1, "score": 0.4}},
 }
 
 

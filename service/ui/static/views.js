@@ -270,6 +270,17 @@
       h("div", { class: "legend" }, ...idx.map((p) => h("span", {}, h("span", { style: `display:inline-block;width:10px;height:10px;background:${PATTERN_COLORS[p]}` }), ` ${p} ${fmt((r.distribution[p] || 0) * 100, 0)}%`))));
   }
 
+  // -- syntactic attention (Clark et al. 2019; SAS of Chen et al. 2023) ---------------------------
+  function syntax(el, r) {
+    const hs = (x) => `L${x.layer} H${x.head} (${x.direction})`;
+    el.append(h("p", { class: "hint", text: `SAS ${fmt(r.sas)}: best head ${hs(r.best)} over ${r.n_words} scored words in ${r.n_sentences} sentences; best fixed-offset baseline ${fmt(r.baseline.score)} (offset ${r.baseline.offset}).` }),
+      grid(r.uas, { title: "Unlabeled attachment score of each head read as a parse [layer][head]", rowLabels: r.layers.map((l) => "L" + l),
+        colLabels: r.heads.map((x) => "H" + x), xTitle: "head", yTitle: "layer", cell: 22, left: 50, top: 40, scale: 1, legend: "UAS (best direction)" }),
+      h("h3", { text: "Per relation: the best heads" }),
+      table(["relation", "words", "best head", "accuracy", "next", "offset baseline"], r.relations.map((x) => [x.relation, x.count,
+        hs(x.top[0]), fmt(x.top[0].score), x.top.slice(1).map((t) => `${hs(t)} ${fmt(t.score, 2)}`).join(", "), `${fmt(x.baseline.score)} (${x.baseline.offset})`])));
+  }
+
   // -- knowledge neurons and edits ----------------------------------------------------------------
   function neurons(el, r) {
     const W = 520, H = 200, L = 40, B = 30, ns = r.neurons;
@@ -369,7 +380,7 @@
   window.LanternViews = {
     attribution, compare, attention, logit_lens: logitLens, ffn_projection: ffn, probe, steering_fit: steering,
     attention_patterns: patterns, knowledge_neurons: neurons, knowledge_edit: edit, activation_patching: patching,
-    circuit, generate, json,
+    circuit, generate, syntactic_attention: syntax, json,
   };
   // every view also shows the raw result at the end, folded
   for (const [k, fn] of Object.entries(window.LanternViews)) {
