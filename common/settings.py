@@ -22,6 +22,10 @@ class ProcessSettings(BaseSettings):
     metrics_host: str | None = Field(None, description="address the metrics endpoints bind; default: `host`")
     embedded_redis_port: int = Field(6390, description="`lantern run`: the port of the Redis it starts")
 
+    # -- webhooks: the API checks them at submit, the webhook worker when it delivers ----------------
+    webhook_secrets: str | None = Field(None, description="`tenant=whsec_...` pairs: a tenant's default webhook secret")
+    webhook_allowed_networks: str = Field("", description="CIDRs webhooks may reach besides public addresses")
+
     # -- model workers (workers/main.py, workers/internals/batching.py) --------------------------------
     worker_heartbeat_ttl_s: int = Field(20, ge=2, description="a worker without a beat this long is dead")
     worker_metrics_port: int = Field(9101, ge=0, description="0: off")

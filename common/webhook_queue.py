@@ -7,25 +7,21 @@ import json
 import logging
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
 
+from common.settings import ProcessSettings
 from schemas.keys import WEBHOOK_QUEUE
 from schemas.webhook_events import build_entry
 
 log = logging.getLogger("lantern.webhooks")
 
 
-class WebhookSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LANTERN_", extra="ignore")
-
+class WebhookSettings(ProcessSettings):
     webhook_timeout_s: float = Field(5.0, gt=0, description="connect + read timeout of one attempt")
     webhook_max_attempts: int = Field(8, ge=1, description="attempts before a delivery is given up")
     webhook_retry_base_s: float = Field(1.0, gt=0, description="first backoff; doubles each attempt, full jitter")
     webhook_retry_max_s: float = Field(600.0, gt=0, description="cap on one backoff and on a honoured Retry-After")
     webhook_max_result_bytes: int = Field(16 * 1024, ge=0, description="results up to this size ride in the body")
-    webhook_allowed_networks: str = ""
-    webhook_secrets: str | None = None
     webhook_status_ttl_s: int = Field(7 * 24 * 3600, ge=60)
 
 

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.settings import ProcessSettings
+
 CURL_EXAMPLE = """
 Lantern is up on http://{host}:{port}. Try:
 
@@ -41,7 +43,7 @@ def _api(host: str, port: int, workers: int = 1) -> None:
     from service.config import Settings
     from service.main import create_app
 
-    log_level = os.environ.get("LANTERN_LOG_LEVEL", "info").lower()
+    log_level = ProcessSettings().log_level.lower()
     if workers > 1:
         uvicorn.run("service.main:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
         return
@@ -73,7 +75,7 @@ def _embedded_redis(folder: Path) -> tuple[subprocess.Popen, str]:
     reaches it only through us, after the workers have stopped); returns (process, url).
     Data persists in `folder`/redis.db between runs."""
     folder.mkdir(parents=True, exist_ok=True)
-    port = int(os.environ.get("LANTERN_EMBEDDED_REDIS_PORT", "6390"))
+    port = ProcessSettings().embedded_redis_port
     command = [_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no",
                "--dir", str(folder.resolve()), "--dbfilename", "redis.db", "--logfile", "redis.log",
                "--save", "60", "1", "--appendonly", "no"]
@@ -152,7 +154,7 @@ def _run_all(host: str, port: int, models: list[str]) -> None:
     redis_proc: subprocess.Popen | None = None
     children: list[subprocess.Popen] = []
     try:
-        if not os.environ.get("LANTERN_REDIS_URL"):
+        if "redis_url" not in ProcessSettings().model_fields_set:  # no Redis configured: start one
             redis_proc, url = _embedded_redis(Path(".lantern"))
             os.environ["LANTERN_REDIS_URL"] = url
             print(f"embedded Redis on {url}", flush=True)
@@ -184,11 +186,12 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["webhook-worker"]:  # a light process: no torch, no model
         os.execv(sys.executable, [sys.executable, "-m", "delivery.webhook_worker", *argv[1:]])
     parser = argparse.ArgumentParser(prog="lantern")
+    process = ProcessSettings()
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("api", "run"):
         p = sub.add_parser(name)
-        p.add_argument("--host", default=os.environ.get("LANTERN_HOST", "127.0.0.1"))
-        p.add_argument("--port", type=int, default=int(os.environ.get("LANTERN_PORT", "8000")))
+        p.add_argument("--host", default=process.host)
+        p.add_argument("--port", type=int, default=process.port)
         if name == "run":
             p.add_argument("--model", action="append", default=None)
         else:

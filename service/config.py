@@ -1,17 +1,14 @@
-"""API settings, from `LANTERN_*` environment variables."""
+"""API settings, from `LANTERN_*` environment variables: the process settings every Lantern process
+reads (common/settings.py: Redis URL, host, port, log level) and the API's own."""
 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.settings import ProcessSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LANTERN_", extra="ignore")
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    host: str = "127.0.0.1"
-    port: int = 8000
+class Settings(ProcessSettings):
     result_ttl_s: int = Field(24 * 3600, ge=60, description="how long a finished job's result is kept")
     failure_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="how long a failed job is kept")
     queued_ttl_s: int = Field(24 * 3600, ge=60, description="a job not started within this is dropped")
@@ -23,11 +20,9 @@ class Settings(BaseSettings):
     # -- tenants, limits, idempotency (service/auth.py, service/guards.py) --------------------------
     api_keys: str | None = Field(None, description="`tenant=key` pairs, comma separated (keys in clear: dev/CI)")
     api_keys_file: str | None = Field(None, description="file of `tenant=<sha256 hex of the key>` lines")
-    webhook_secrets: str | None = Field(None, description="`tenant=whsec_...` pairs: a tenant's default webhook secret")
     rate_limit_per_s: int = Field(50, ge=1, description="requests per second per tenant (fixed 1 s window)")
     rate_limit_burst_per_min: int = Field(1500, ge=1, description="requests per minute per tenant")
     max_active_jobs: int = Field(100, ge=1, description="queued + running jobs per tenant; beyond it submit is 429")
     auth_failures_per_min: int = Field(20, ge=1, description="wrong API keys per client address per minute; "
                                        "beyond it the address is 429 until the minute ends")
     idempotency_ttl_s: int = Field(24 * 3600, ge=60, description="how long an Idempotency-Key is remembered")
-    webhook_allowed_networks: str = Field("", description="CIDRs webhooks may reach besides public addresses")
