@@ -26,7 +26,7 @@ def cluster_labels(d: torch.Tensor, threshold: float) -> list[int]:
     n = d.shape[0]
     if n < 2:
         return [0] * n
-    m = d.double().numpy().copy()
+    m = d.double().clamp_min(0).numpy().copy()
     np.fill_diagonal(m, 0.0)
     z = linkage(squareform((m + m.T) / 2, checks=False), method="average")
     return [int(c) - 1 for c in fcluster(z, t=threshold, criterion="distance")]

@@ -3,7 +3,7 @@
 Token level, from the attention maps α_h (n queries × n keys), each row a distribution over keys:
 - `jensen_shannon`: the Jensen-Shannon distance √JSD(α_a[i], α_b[i]) with base-2 logarithms (a
   metric, in [0, 1]);
-- `hellinger`: √(1 − Σ_j √(α_a[i, j] α_b[i, j])) (in [0, 1]);
+- `hellinger`: √(½ Σ_j (√α_a[i, j] − √α_b[i, j])²) = √(1 − Σ_j √(α_a[i, j] α_b[i, j])) (in [0, 1]);
 averaged over the query rows that see at least two keys (a causal map's first row is [1, 0, ...] for
 every head and would pull every pair together) and then over texts.
 
@@ -48,9 +48,11 @@ def js_distance(p: torch.Tensor) -> torch.Tensor:
 
 def hellinger_distance(p: torch.Tensor) -> torch.Tensor:
     """Maps (N, r, n) -> (N, N): the Hellinger distance of every pair, averaged over rows."""
-    s = p.clamp_min(0).sqrt().transpose(0, 1)  # (r, N, n)
+    s = p.double().clamp_min(0).sqrt().transpose(0, 1)  # (r, N, n); fp64: the square root magnifies rounding
     bc = torch.bmm(s, s.transpose(1, 2))  # (r, N, N): Bhattacharyya coefficients
-    return (1 - bc).clamp_min(0).sqrt().mean(0).double().cpu()
+    mass = (s * s).sum(-1)  # (r, N): each row's own sum (1 up to the map's rounding)
+    # H² = ½ Σ_j (√p_j − √q_j)² = ½ (Σp + Σq) − BC: 0 for identical rows even where Σp is 1 ± 1e-7
+    return ((mass[:, :, None] + mass[:, None, :]) / 2 - bc).clamp_min(0).sqrt().mean(0).cpu()
 
 
 def correlation_distance(c: torch.Tensor) -> torch.Tensor:
@@ -58,7 +60,7 @@ def correlation_distance(c: torch.Tensor) -> torch.Tensor:
     x = c.double() - c.double().mean(1, keepdim=True)
     norm = x.norm(dim=1, keepdim=True)
     x = torch.where(norm > 0, x / norm.clamp_min(1e-300), torch.zeros_like(x))
-    return (1 - x @ x.T).cpu()
+    return (1 - x @ x.T).clamp(0.0, 2.0).cpu()
 
 
 def _groups(heads: list[Head]) -> dict[int, list[int]]:
