@@ -32,8 +32,9 @@ from workers.progress import Progress, no_progress
 
 
 def label_logits(logits: torch.Tensor, label_ids: Sequence[int]) -> torch.Tensor:
-    """(.., V) -> (.., C) float32: the label words' first-token logits."""
-    return logits[..., list(label_ids)].float()
+    """(.., V) -> (.., C) at least float32: the label words' first-token logits."""
+    z = logits[..., list(label_ids)]
+    return z.to(torch.promote_types(z.dtype, torch.float32))
 
 
 # -- information flow -----------------------------------------------------------------------------
