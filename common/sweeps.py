@@ -261,8 +261,12 @@ def finalize(connection: Redis, parent: Job, children: list[Child] | None = None
         return outcome  # someone else finalized it (the same children give the same record)
     status = {"finished": RQStatus.FINISHED, "failed": RQStatus.FAILED, "canceled": RQStatus.CANCELED}[outcome]
     now = datetime.now(UTC)
+    started = [c.job.started_at for c in children if c.job is not None and c.job.started_at is not None]
+    times = {"status": status.value, "ended_at": utcformat(now)}
+    if started:  # the parent "started" with its first child
+        times["started_at"] = utcformat(min(started))
     with connection.pipeline() as pipe:
-        pipe.hset(parent.key, mapping={"status": status.value, "ended_at": utcformat(now)})
+        pipe.hset(parent.key, mapping=times)
         pipe.expire(parent.key, ttl)
         pipe.zrem(SWEEPS_OPEN, parent.id)
         pipe.zrem(active_jobs_key(parent.meta.get("owner", "anonymous")), parent.id)

@@ -127,6 +127,7 @@ def test_a_sweep_equals_single_jobs_per_checkpoint(client, r, loaded):
     work(r)
     view = client.get(f"/v1/jobs/{sweep['id']}").json()
     assert view["status"] == "finished", view
+    assert view["progress"] == 1.0 and view["created_at"] <= view["started_at"] <= view["finished_at"]
     result = view["result"]
     assert result["steps"] == STEPS and result["finished"] == len(STEPS) and result["results_included"]
     assert [p["step"] for p in result["series"]] == STEPS
