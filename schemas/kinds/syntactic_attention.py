@@ -163,6 +163,15 @@ class SyntacticAttentionResult(Result):
     top_heads: list[HeadScore] = Field(description="the top_k heads by UAS, best first")
     relations: list[RelationScores] = Field(description="per relation (most frequent first); empty without labels")
     baseline: OffsetBaseline = Field(description="the best fixed-offset baseline over all scored words")
+    loss: float | None = Field(None, description="causal LMs: mean next-token cross-entropy (nats) over the "
+                                                 "sentences' tokens after the first; None for encoders")
+
+    def scalars(self) -> dict[str, float]:
+        """For a sweep across checkpoints (Chen et al.'s curves): SAS, the loss, and per relation the
+        best head's accuracy (`sas:<relation>`)."""
+        out = {"sas": self.sas, **({"loss": self.loss} if self.loss is not None else {})}
+        out.update({f"sas:{r.relation}": r.top[0].score for r in self.relations})
+        return out
 
 
 class SyntacticAttentionJob(JobBase):

@@ -204,3 +204,19 @@ def test_a_sentence_over_the_token_limit_is_named():
     inp = SyntacticAttentionInput(sentences=[{"words": ["w"] * 20, "heads": [0] + [1] * 19}])
     (err,) = inp.over_limits(Limits(max_prompt_tokens=16))
     assert err.loc == ["input", "sentences", 0] and err.ctx["limit"] == "max_prompt_tokens"
+
+
+def test_the_loss_is_the_models_own_and_scalars_name_sas_and_loss(tiny_llama, tiny_bert):
+    res = syntactic_attention.run(tiny_llama, job(tiny_llama), Context())
+    total = count = 0.0
+    for s in SENTENCES:
+        ids = torch.tensor([align(tiny_llama, s["words"], []).ids])
+        with torch.no_grad():
+            loss = tiny_llama.model(input_ids=ids, labels=ids).loss  # HF's own shifted mean
+        total += float(loss) * (ids.shape[1] - 1)
+        count += ids.shape[1] - 1
+    assert res.loss == pytest.approx(total / count, rel=1e-5)
+    scalars = res.scalars()
+    assert scalars["sas"] == res.sas and scalars["loss"] == res.loss
+    assert scalars["sas:nsubj"] == next(r.top[0].score for r in res.relations if r.relation == "nsubj")
+    assert syntactic_attention.run(tiny_bert, job(tiny_bert), Context()).loss is None  # an encoder has no LM loss

@@ -16,6 +16,8 @@ predicted parent per direction (parent / child / both); only the counts are kept
   direction (the parent, later in the sentence, attending back) — hence `both`.
 - Per relation: each head's accuracy in each direction on the words of that relation, the `top_k`
   best (head, direction) pairs, and the best fixed-offset baseline (Clark et al. Table 1).
+- Causal LMs: the same forward gives the loss on the sentences (mean next-token cross-entropy over
+  every token after the first), so one job (or one sweep) gives both of Chen et al.'s curves.
 Differences from the papers are listed in workers/syntax/parse.py and docs/checkpoints.md.
 """
 
@@ -63,6 +65,8 @@ def run(lm: LM, job: SyntacticAttentionJob, ctx: Context) -> SyntacticAttentionR
     base_correct = torch.zeros(len(OFFSETS), dtype=torch.long)
     rel_base_correct = torch.zeros(R, len(OFFSETS), dtype=torch.long)
     n_words = n_tokens = 0
+    causal = lm.spec.task == "causal_lm"
+    loss_sum, loss_count = 0.0, 0
 
     for si, (sent, al) in enumerate(zip(sentences, aligned)):
         n = len(sent.words)
@@ -78,7 +82,13 @@ def run(lm: LM, job: SyntacticAttentionJob, ctx: Context) -> SyntacticAttentionR
             hits[layer] = torch.stack([pred[d] == gold for d in DIRECTIONS])  # (D, H, n)
 
         with torch.no_grad(), attention_parts(lm, layers, on_layer, with_values=False):
-            forward(lm, al.ids)
+            if causal:  # all logits: the loss on the sentence comes from the same forward
+                ids = torch.tensor([al.ids], device=lm.device)  # (1, t)
+                logits = lm.model(input_ids=ids, use_cache=False).logits[0, :-1].float()  # (t-1, V)
+                loss_sum += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+                loss_count += len(al.ids) - 1
+            else:
+                forward(lm, al.ids)
         for li, layer in enumerate(layers):
             h = hits.pop(layer) & scored  # (D, H, n)
             correct[:, li] += h.sum(-1)
@@ -115,7 +125,8 @@ def run(lm: LM, job: SyntacticAttentionJob, ctx: Context) -> SyntacticAttentionR
         provenance=ctx.provenance(lm, job), n_sentences=len(sentences), n_words=n_words, n_tokens=n_tokens,
         layers=layers, heads=heads, sas=ranked[0].score, best=ranked[0], uas=_grid(uas),
         uas_by_direction={d: _grid(by_dir[k]) for k, d in enumerate(DIRECTIONS)}, top_heads=ranked[:params.top_k],
-        relations=rel_scores, baseline=_baseline(base_correct, n_words))
+        relations=rel_scores, baseline=_baseline(base_correct, n_words),
+        loss=round(loss_sum / loss_count, 6) if causal and loss_count else None)
 
 
 def _score(layers: list[int], heads: list[int], li: int, hi: int, direction: str, score: float) -> HeadScore:
