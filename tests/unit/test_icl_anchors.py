@@ -247,3 +247,149 @@ def test_where_the_answer_routes_through_label_words_s_pq_dominates_deep_layers(
             assert pq > 5 * max(wp, ww), flows
         else:
             assert pq < ww, flows
+
+
+# -- batches on the shared prefix, the target's attention, the AUC --------------------------------
+def _full_label_logits(lm, prompt, edit=None) -> torch.Tensor:
+    """(V,) logits at the prompt's target from one full forward (no cache)."""
+    with torch.no_grad(), anchored(lm, edit=edit):
+        return lm.model(input_ids=torch.tensor([prompt.ids]), use_cache=False).logits[0, -1]
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_prefix_batches_equal_full_forwards_plain_and_reweighted(model, request):
+    lm = request.getfixturevalue(model)
+    task, prompts = prompts_of(lm, job(lm))
+    runner = PrefixRunner(lm, prompts, task.label_ids, max_rows=4)
+    assert 0 < runner.P < min(len(p.ids) for p in prompts)
+    beta = torch.randn(len(lm.layers), lm.facts()["n_heads"], 2, generator=torch.Generator().manual_seed(0))
+    cols = torch.tensor(prompts[0].label_positions)
+    classes = torch.tensor(prompts[0].label_classes)
+    rows = list(range(len(prompts)))
+    with torch.no_grad():
+        plain = torch.cat([runner.forward(b) for b in runner.batches(rows)])
+        edited = torch.cat([runner.forward(b, edit=reweight_edit(beta, cols, classes, runner.targets(b)))
+                            for b in runner.batches(rows)])
+    for r, p in enumerate(prompts):
+        full = label_logits(_full_label_logits(lm, p), task.label_ids)
+        full_edit = label_logits(_full_label_logits(lm, p, reweight_edit(beta, cols, classes, torch.tensor([p.target]))),
+                                 task.label_ids)
+        assert torch.allclose(plain[r], full, atol=1e-5) and torch.allclose(edited[r], full_edit, atol=1e-5)
+    assert float((plain - edited).abs().max()) > 1e-4  # the edit does something
+
+
+def test_the_targets_attention_on_label_words_is_hfs_own(tiny_llama):
+    lm = tiny_llama
+    task, prompts = prompts_of(lm, job(lm))
+    runner = PrefixRunner(lm, prompts, task.label_ids, max_rows=4)
+    scores, _ = target_attention(runner, list(range(len(prompts))), 2)  # (Q, L, C)
+    lm.model.set_attn_implementation("eager")
+    try:
+        for r, p in enumerate(prompts):
+            with torch.no_grad():
+                att = lm.model(input_ids=torch.tensor([p.ids]), output_attentions=True).attentions
+            for layer in range(len(lm.layers)):
+                row = att[layer][0, :, p.target].sum(0)  # (n,) summed over heads
+                want = [sum(float(row[j]) for j, c in zip(p.label_positions, p.label_classes) if c == k) for k in (0, 1)]
+                assert scores[r, layer].tolist() == pytest.approx(want, abs=1e-5)
+    finally:
+        lm.model.set_attn_implementation("sdpa")
+
+
+def _rank_auc(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney: the probability that a positive outscores a negative (ties count half)."""
+    pos, neg = s[y == 1], s[y == 0]
+    wins = sum((a > b) + 0.5 * (a == b) for a, b in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_the_auc_is_the_rank_statistic_and_r_the_cumulative_share():
+    rng = np.random.default_rng(0)
+    scores = rng.random((40, 5, 2))
+    predicted = (scores[:, 3, 1] + 0.3 * rng.random(40) > 0.6).astype(int)
+    auc, present = auc_per_layer(scores, predicted)
+    assert present == 2
+    assert auc == pytest.approx([_rank_auc(predicted, scores[:, l, 1]) for l in range(5)])
+    assert auc[3] > 0.8
+    r = cumulative_share(auc)
+    assert r[-1] == pytest.approx(1.0)
+    assert r == pytest.approx([sum(a - 0.5 for a in auc[:l + 1]) / sum(a - 0.5 for a in auc) for l in range(5)])
+    assert cumulative_share([0.5, 0.5]) is None
+    with pytest.raises(ValueError):
+        auc_per_layer(scores, np.zeros(40, dtype=int))
+
+
+# -- re-weighting ----------------------------------------------------------------------------------
+def test_the_beta_gradient_equals_finite_differences(gpt2_64):
+    lm = gpt2_64
+    task, prompts = prompts_of(lm, job(lm))
+    runner = PrefixRunner(lm, prompts, task.label_ids)
+    cols, classes = torch.tensor(prompts[0].label_positions), torch.tensor(prompts[0].label_classes)
+    rows = [0, 1, 2]
+    gold = torch.tensor([prompts[r].gold for r in rows])
+    beta = (0.3 * torch.randn(len(lm.layers), 4, 2, generator=torch.Generator().manual_seed(1))).double()
+
+    def loss(b: torch.Tensor) -> torch.Tensor:
+        z = runner.forward(rows, edit=reweight_edit(b, cols, classes, runner.targets(rows), renormalize=True))
+        return F.cross_entropy(z, gold)
+
+    b = beta.clone().requires_grad_()
+    with torch.enable_grad():
+        loss(b).backward()
+    eps = 1e-5
+    for idx in [(0, 0, 0), (1, 2, 1), (2, 3, 0), (2, 1, 1)]:
+        up, down = beta.clone(), beta.clone()
+        up[idx] += eps
+        down[idx] -= eps
+        with torch.no_grad():
+            fd = (float(loss(up)) - float(loss(down))) / (2 * eps)
+        assert float(b.grad[idx]) == pytest.approx(fd, rel=1e-5, abs=1e-10), idx
+
+
+def test_zero_beta_is_the_plain_model_and_nothing_persists(tiny_llama):
+    lm = tiny_llama
+    task, prompts = prompts_of(lm, job(lm))
+    weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    hooks, impl = hook_count(lm.model), lm.config._attn_implementation
+    runner = PrefixRunner(lm, prompts, task.label_ids)
+    cols, classes = torch.tensor(prompts[0].label_positions), torch.tensor(prompts[0].label_classes)
+    rows = list(range(len(prompts)))
+    zero = torch.zeros(len(lm.layers), 6, 2)
+    with torch.no_grad():
+        plain = runner.forward(rows)
+        for renorm in (False, True):
+            same = runner.forward(rows, edit=reweight_edit(zero, cols, classes, runner.targets(rows), renorm))
+            assert torch.allclose(plain, same, atol=1e-6)
+    beta, history = fit_beta(runner, [0, 1, 2, 3], [0, 1, 0, 1], 2, epochs=4, lr=0.5, batch_size=2, seed=0,
+                             renormalize=False)
+    assert history[-1] < history[0]  # Adam lowers the fit loss
+    with pytest.raises(RuntimeError, match="boom"), anchored(lm, edit=lambda l, A, q0: A):
+        raise RuntimeError("boom")
+    assert all(torch.equal(v, weights[k]) for k, v in lm.model.state_dict().items())
+    assert hook_count(lm.model) == hooks and lm.config._attn_implementation == impl and _session.get() is None
+    with torch.no_grad():
+        assert torch.equal(runner.forward(rows), plain)  # no β left behind
+
+
+def test_a_job_reports_every_analysis_and_stores_beta(tiny_llama, store):
+    lm = tiny_llama
+    fit = [{"text": "hello world again", "label": "pos"}, {"text": "the lazy dog", "label": "neg"},
+           {"text": "a tiny world", "label": "pos"}, {"text": "two plus three", "label": "neg"}]
+    req = job(lm, fit_examples=fit, params={"epochs": 5, "lr": 0.5, "flow_queries": 2})
+    weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    res = icl_anchors.run(lm, req, Context(store=store))
+    assert all(torch.equal(v, weights[k]) for k, v in lm.model.state_dict().items())
+    assert res.flows.n_queries == 2 and len(res.flows.s_pq) == 3
+    assert len(res.predictions) == len(QUERIES) and res.labels == ["pos", "neg"] and res.label_tokens == [" Mary", " John"]
+    gold = [q["label"] for q in QUERIES]
+    assert res.accuracy == pytest.approx(np.mean([p.predicted == g for p, g in zip(res.predictions, gold)]))
+    rw = res.reweighting
+    assert rw.accuracy_after == pytest.approx(np.mean([p.predicted == g for p, g in zip(rw.predictions_after, gold)]))
+    assert np.array(rw.beta).shape == (3, 6, 2) and len(rw.fit_loss) == 5 and rw.accuracy_more_demos is not None
+    view = store.get("anchors", rw.anchors_id, lm.id)
+    assert view.data["beta"] == rw.beta
+    assert lm.token_strings(view.data["label_token_ids"]) == res.label_tokens
+    assert view.data["labels"] == ["pos", "neg"] and view.data["n_heads"] == 6 and view.data["n_fit"] == 4
+    assert (res.auc is None) == any(w.type == "auc-undefined" for w in res.warnings)
+    if res.auc is not None:
+        assert len(res.auc.auc) == 3
