@@ -30,10 +30,16 @@ install-bench: $(VENV)/.bench-installed
 # (TransformerLens patching), datasets (imported at module level by transformer_lens.utilities, with its
 # own import-time needs pyarrow, dill, multiprocess, xxhash), greenlet (nnsight). This list, not
 # pyproject.toml, is the source of truth: a `peers` extra installed with deps would pull the conflicts above.
+# Also the peers of tests/integration/test_generation_attribution_peers.py and test_knowledge_neurons_peers.py
+# (and bench_generation_attribution / bench_knowledge_peers): Inseq 0.7 (--no-deps: it pins typeguard<=2.13.3
+# and a long list never imported; what `import inseq` needs is rich, typeguard, treescope, matplotlib) and the
+# published knowledge-neurons 0.0.2 (--no-deps: it declares seaborn, never imported; it imports einops, numpy,
+# tqdm, torch, transformers). Never in the API's or the worker's dependencies.
 $(VENV)/.peers-installed: $(VENV)/.installed
-	$(PIP) install -q --no-deps transformer-lens==4.3.0 nnsight==0.8.1
+	$(PIP) install -q --no-deps transformer-lens==4.3.0 nnsight==0.8.1 inseq==0.7.1 knowledge-neurons==0.0.2
 	$(PIP) install -q --no-deps einops==0.8.2 jaxtyping==0.3.11 pandas==3.1.1 datasets==5.2.0 pyarrow==26.0.1 \
 		dill==0.4.1 multiprocess==0.70.19 xxhash==4.1.0 greenlet==3.5.6
+	$(PIP) install -q rich==15.0.0 typeguard==2.13.3 treescope==0.1.10 matplotlib==3.11.2
 	touch $@
 
 install-peers: $(VENV)/.peers-installed

@@ -114,18 +114,22 @@ def load_avg() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def collect() -> dict:
+def collect(check: list[dict] | None = None, facts=FACTS, on_row=None) -> dict:
+    """`check`: the score check's rows when already computed on this commit (else computed here);
+    `on_row(data so far)` after each fact (a long run keeps what it measured)."""
     torch.set_num_threads(1)
     lm = load()
     kn = package(lm)
     before = load_avg()
-    check = score_check(lm, kn)
+    check = check or score_check(lm, kn)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     # the same warm-up for both: one untimed locate of the first fact's first prompt
     answer, prompts = FACTS[0]
     lantern_locate(lm, prompts[:1], answer)
     package_locate(kn, prompts[:1], answer)
-    rows = []
-    for answer, prompts in FACTS:  # interleaved, one timed run each per fact
+    rows: list[dict] = []
+    data = {"check": check, "rows": rows, "load_before": before, "commit": commit}
+    for answer, prompts in facts:  # interleaved, one timed run each per fact
         t0 = time.perf_counter()
         ours = lantern_locate(lm, prompts, answer)
         t1 = time.perf_counter()
@@ -134,8 +138,10 @@ def collect() -> dict:
         rows.append({"fact": f"{prompts[0]} →{answer}", "lantern_s": t1 - t0, "package_s": t2 - t1,
                      "lantern": sorted(ours), "package": sorted(theirs), "common": len(ours & theirs)})
         print(rows[-1], flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {"check": check, "rows": rows, "load_before": before, "load_after": load_avg(), "commit": commit}
+        data["load_after"] = load_avg()
+        if on_row:
+            on_row(data)
+    return data
 
 
 def _neurons(ns: list) -> str:
