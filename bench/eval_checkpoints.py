@@ -39,7 +39,7 @@ def held_out(n: int) -> list[Sentence]:
 
 def has_attractor(s: Sentence) -> bool:
     """A noun of the other number between the subject's head noun and the main verb."""
-    subject = next(i for i, (h, r) in enumerate(zip(s.heads, s.relations)) if h == s.verb + 1 and r == "nsubj")
+    subject = _subject(s)
     form = 0 if s.subject_number == "sg" else 1
     return any(w == pair[1 - form] for w in s.words[subject + 1:s.verb] for pair in NOUNS)
 
@@ -68,6 +68,39 @@ def loss_and_agreement(lm: LM, sents: list[Sentence], batch: int = 64) -> dict:
             "agreement_attractor": sum(right[True]) / max(1, len(right[True])), "n_attractor": len(right[True])}
 
 
+@torch.no_grad()
+def subject_retrieval(lm: LM, sents: list[Sentence]) -> dict:
+    """Ours, not Clark et al.'s or Chen et al.'s: in a causal LM the main verb's number is decided at the
+    position *before* the verb (the verb is predicted there). Per head, the share of sentences whose
+    subject is separated from the verb (a PP or relative clause between them) in which that position
+    attends most (over the words before it, itself excluded) to the subject's head noun. With the
+    word-level tokenizer, token t is word t-1 (<s> first)."""
+    from workers.internals.capture import attention_parts
+
+    picked = [s for s in sents if s.verb - 1 != _subject(s)]
+    hits: dict[int, torch.Tensor] = {}
+    subject = 0
+
+    def on_layer(layer: int, alpha: torch.Tensor, _v) -> None:
+        row = alpha[:, -1, 1:-1].float()  # (H, verb - 1): from the last word to the earlier words
+        hit = (row.argmax(-1) + 1 == subject).long()  # (H,)
+        hits[layer] = hits.get(layer, torch.zeros_like(hit)) + hit
+
+    with attention_parts(lm, list(range(len(lm.layers))), on_layer, with_values=False):
+        for s in picked:
+            ids = lm.tokenizer(" ".join(s.words[:s.verb]))["input_ids"]  # (verb + 1,) <s> + words before the verb
+            subject = _subject(s) + 1  # token index
+            lm.model(input_ids=torch.tensor([ids]), use_cache=False)
+    grid = torch.stack([hits[i] for i in sorted(hits)]).double() / len(picked)  # (L, H)
+    layer, head = divmod(int(grid.argmax()), grid.shape[1])
+    return {"subject_retrieval": float(grid.max()), "subject_retrieval_head": [layer, head],
+            "subject_retrieval_n": len(picked)}
+
+
+def _subject(s: Sentence) -> int:
+    return next(i for i, (h, r) in enumerate(zip(s.heads, s.relations)) if h == s.verb + 1 and r == "nsubj")
+
+
 def evaluate(models_file: Path, n_loss: int = 400, n_sas: int = 100, log=print) -> dict:
     torch.set_num_threads(1)
     (spec,) = TypeAdapter(list[ModelSpec]).validate_json(models_file.read_text())
@@ -84,7 +117,8 @@ def evaluate(models_file: Path, n_loss: int = 400, n_sas: int = 100, log=print) 
         t1 = time.perf_counter()
         res = syntactic_attention.run(lm, job, Context())
         sas_s = time.perf_counter() - t1
-        row = {"step": ckpt.step, **loss_and_agreement(lm, sents[:n_loss]), "sas": res.sas,
+        row = {"step": ckpt.step, **loss_and_agreement(lm, sents[:n_loss]), **subject_retrieval(lm, sents[:n_loss]),
+               "sas": res.sas, "sas_job_loss": res.loss,
                "best": res.best.model_dump(), "baseline": res.baseline.model_dump(),
                "uas_by_direction": res.uas_by_direction, "load_s": round(load_s, 4), "sas_s": round(sas_s, 3),
                "relations": {r.relation: {"count": r.count, "top": r.top[0].model_dump(), "baseline": r.baseline.score}
@@ -93,7 +127,8 @@ def evaluate(models_file: Path, n_loss: int = 400, n_sas: int = 100, log=print) 
         if log:
             log(f"step {ckpt.step:6d}  loss {row['loss']:.3f}  agreement {row['agreement']:.2f} "
                 f"(attractor {row['agreement_attractor']:.2f})  SAS {row['sas']:.3f} "
-                f"L{res.best.layer}H{res.best.head}/{res.best.direction}  nsubj "
+                f"L{res.best.layer}H{res.best.head}/{res.best.direction}  subject retrieval "
+                f"{row['subject_retrieval']:.2f} L{row['subject_retrieval_head'][0]}H{row['subject_retrieval_head'][1]}  nsubj "
                 f"{row['relations'].get('nsubj', {}).get('top', {}).get('score', float('nan')):.2f}")
     return {"model": spec.id, "revision": spec.revision, "n_loss_sentences": n_loss, "n_sas_sentences": n_sas,
             "cache": {"budget_bytes": cache.budget_bytes, "loads": cache.loads,
@@ -119,6 +154,7 @@ def plot(result: dict, train_log: dict | None, path: Path) -> None:
     top.plot(steps, [r["relations"].get("nsubj", {}).get("top", {}).get("score", float("nan")) for r in rows],
              "s--", label="nsubj: best head accuracy")
     top.plot(steps, [r["agreement_attractor"] for r in rows], "^:", label="agreement accuracy (with attractor)")
+    top.plot(steps, [r["subject_retrieval"] for r in rows], "d-.", label="pre-verb position -> subject (best head; ours)")
     top.plot(steps, [r["baseline"]["score"] for r in rows], color="grey", lw=1, label="best fixed-offset baseline")
     top.set_ylabel("score")
     top.set_ylim(0, 1.02)
@@ -151,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     if train_log:
         result["training"] = {k: v for k, v in train_log.items() if k != "loss"}
     steps = [r["step"] for r in result["checkpoints"]]
-    for key in ("sas", "loss", "agreement_attractor"):
+    for key in ("sas", "loss", "agreement_attractor", "subject_retrieval"):
         a_, b_, d = largest_jump(steps, [r[key] for r in result["checkpoints"]])
         result.setdefault("largest_jumps", {})[key] = {"from": a_, "to": b_, "change": round(d, 4)}
     a.out.write_text(json.dumps(result, indent=1))

@@ -100,7 +100,7 @@ def planted(tiny_llama):
 
 
 def test_planted_heads_parse_perfectly(planted):
-    lm, _, res = planted
+    _, _, res = planted
     scored = sum(h != 0 for s in SENTENCES for h in s["heads"])
     assert res.n_words == scored and res.n_sentences == 4 and res.layers == [0]
     assert res.uas_by_direction["parent"][0][0] == 1.0
@@ -121,20 +121,20 @@ def test_every_score_equals_an_independent_recomputation(planted):
         gold = [h - 1 for h in s["heads"]]
         for h in range(n_heads):
             w = clark_word_attention(maps[0, h].double().numpy(), al.word_of, len(s["words"]))
-            for d in correct:
+            for d, counts in correct.items():
                 pred = clark_predict(w, d)
                 for i, (p, g, r) in enumerate(zip(pred, gold, s["relations"])):
                     if g < 0:
                         continue
-                    correct[d][h] += p == g
+                    counts[h] += p == g
                     rel_correct.setdefault(r, {}).setdefault((h, d), 0)
                     rel_correct[r][(h, d)] += p == g
         for g, r in zip(gold, s["relations"]):
             if g >= 0:
                 rel_count[r] = rel_count.get(r, 0) + 1
-    for d in correct:
-        np.testing.assert_allclose(res.uas_by_direction[d][0], correct[d] / res.n_words, atol=1e-6)
-    best = np.maximum.reduce([correct[d] for d in correct]) / res.n_words
+    for d, counts in correct.items():
+        np.testing.assert_allclose(res.uas_by_direction[d][0], counts / res.n_words, atol=1e-6)
+    best = np.maximum.reduce(list(correct.values())) / res.n_words
     np.testing.assert_allclose(res.uas[0], best, atol=1e-6)
     assert res.sas == pytest.approx(best.max(), abs=1e-6)
     for rel in res.relations:
@@ -147,7 +147,7 @@ def test_every_score_equals_an_independent_recomputation(planted):
 
 def test_conllu_input_gives_the_same_result(tiny_llama):
     conllu = "\n".join(
-        "# sent_id = %d\n" % k + "\n".join(f"{i + 1}\t{w}\t_\t_\t_\t_\t{h}\t{r}\t_\t_"
+        f"# sent_id = {k}\n" + "\n".join(f"{i + 1}\t{w}\t_\t_\t_\t_\t{h}\t{r}\t_\t_"
                                           for i, (w, h, r) in enumerate(zip(s["words"], s["heads"], s["relations"])))
         + "\n" for k, s in enumerate(SENTENCES))
     assert [x.model_dump() for x in parse_conllu(conllu)] == SENTENCES

@@ -29,9 +29,9 @@ from schemas.kinds.syntactic_attention import (
     DIRECTIONS,
     HeadScore,
     OffsetBaseline,
+    RelationScores,
     SyntacticAttentionJob,
     SyntacticAttentionResult,
-    RelationScores,
 )
 from workers.context import Context
 from workers.errors import BadInput
@@ -68,20 +68,22 @@ def run(lm: LM, job: SyntacticAttentionJob, ctx: Context) -> SyntacticAttentionR
     causal = lm.spec.task == "causal_lm"
     loss_sum, loss_count = 0.0, 0
 
-    for si, (sent, al) in enumerate(zip(sentences, aligned)):
-        n = len(sent.words)
-        gold = torch.tensor(sent.heads) - 1  # (n,) 0-based parent; -1: root
-        scored = gold >= 0  # (n,)
-        rels = torch.tensor([rel_id[r] for r in sent.relations]) if sent.relations else None
-        members = membership(al.word_of, n)  # (n, t)
-        hits: dict[int, torch.Tensor] = {}  # layer -> (D, H, n) bool
+    hits: dict[int, torch.Tensor] = {}  # layer -> (D, H, n) bool, for the sentence in the forward
+    now: dict = {}  # the sentence in the forward: members (n, t), gold (n,)
 
-        def on_layer(layer: int, alpha: torch.Tensor, _v) -> None:
-            w = word_attention(alpha.detach()[head_index.to(alpha.device)], members)  # (H, n, n)
-            pred = predict(w.cpu())
-            hits[layer] = torch.stack([pred[d] == gold for d in DIRECTIONS])  # (D, H, n)
+    def on_layer(layer: int, alpha: torch.Tensor, _v) -> None:
+        w = word_attention(alpha.detach()[head_index.to(alpha.device)], now["members"])  # (H, n, n)
+        pred = predict(w.cpu())
+        hits[layer] = torch.stack([pred[d] == now["gold"] for d in DIRECTIONS])  # (D, H, n)
 
-        with torch.no_grad(), attention_parts(lm, layers, on_layer, with_values=False):
+    # one eager-attention switch and one set of hooks for all sentences (switching costs more than a forward)
+    with torch.no_grad(), attention_parts(lm, layers, on_layer, with_values=False):
+        for si, (sent, al) in enumerate(zip(sentences, aligned)):
+            n = len(sent.words)
+            gold = torch.tensor(sent.heads) - 1  # (n,) 0-based parent; -1: root
+            scored = gold >= 0  # (n,)
+            rels = torch.tensor([rel_id[r] for r in sent.relations]) if sent.relations else None
+            now.update(members=membership(al.word_of, n), gold=gold)  # members: (n, t)
             if causal:  # all logits: the loss on the sentence comes from the same forward
                 ids = torch.tensor([al.ids], device=lm.device)  # (1, t)
                 logits = lm.model(input_ids=ids, use_cache=False).logits[0, :-1].float()  # (t-1, V)
@@ -89,21 +91,21 @@ def run(lm: LM, job: SyntacticAttentionJob, ctx: Context) -> SyntacticAttentionR
                 loss_count += len(al.ids) - 1
             else:
                 forward(lm, al.ids)
-        for li, layer in enumerate(layers):
-            h = hits.pop(layer) & scored  # (D, H, n)
-            correct[:, li] += h.sum(-1)
+            for li, layer in enumerate(layers):
+                h = hits.pop(layer) & scored  # (D, H, n)
+                correct[:, li] += h.sum(-1)
+                if rels is not None:
+                    rel_correct[:, :, li].index_add_(0, rels, h.permute(2, 0, 1).long())  # (n, D, H) into (R, D, H)
+            for oi, off in enumerate(OFFSETS):
+                ok = (offset_predictions(n, off) == gold) & scored
+                base_correct[oi] += ok.sum()
+                if rels is not None:
+                    rel_base_correct[:, oi].index_add_(0, rels, ok.long())
             if rels is not None:
-                rel_correct[:, :, li].index_add_(0, rels, h.permute(2, 0, 1).long())  # (n, D, H) into (R, D, H)
-        for oi, off in enumerate(OFFSETS):
-            ok = (offset_predictions(n, off) == gold) & scored
-            base_correct[oi] += ok.sum()
-            if rels is not None:
-                rel_base_correct[:, oi].index_add_(0, rels, ok.long())
-        if rels is not None:
-            rel_count.index_add_(0, rels[scored], torch.ones(int(scored.sum()), dtype=torch.long))
-        n_words += int(scored.sum())
-        n_tokens += len(al.ids)
-        ctx.progress((si + 1) / len(sentences))
+                rel_count.index_add_(0, rels[scored], torch.ones(int(scored.sum()), dtype=torch.long))
+            n_words += int(scored.sum())
+            n_tokens += len(al.ids)
+            ctx.progress((si + 1) / len(sentences))
 
     by_dir = correct.double() / n_words  # (D, L, H)
     best_dir = by_dir.max(0)  # values, indices: (L, H)
