@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install install-bench install-peers install-browser run test bench clean
+.PHONY: install install-bench install-peers install-browser run test bench checkpoints clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,15 @@ test: install $(VENV)/.peers-installed $(VENV)/.browser-installed
 
 bench: install-bench $(VENV)/.peers-installed
 	$(PY) -m bench.run
+
+# Issue 16: train a small LLaMA from scratch on the agreement grammar (CPU, 1 thread, a few minutes),
+# save ~20 log-spaced checkpoints with their registry entry (LANTERN_MODELS_FILE=$(CHECKPOINTS)/models.json),
+# then measure loss, agreement and SAS per checkpoint: bench/results/checkpoints_sas.json,
+# docs/img/checkpoints_sas.png (docs/checkpoints.md).
+CHECKPOINTS ?= .lantern/checkpoints/grammar-llama
+checkpoints: install
+	$(PY) -m bench.train_checkpoints --out $(CHECKPOINTS)
+	$(PY) -m bench.eval_checkpoints --models $(CHECKPOINTS)/models.json
 
 clean:
 	rm -rf $(VENV) .lantern .pytest_cache
