@@ -89,6 +89,23 @@ RESULTS = {
                                                    {"layer": 0, "head": 1, "direction": "parent", "score": 0.5}],
                                            "baseline": {"offset": 1, "score": 0.5}}],
                             "baseline": {"offset": 1, "score": 0.4}},
+    "head_redundancy": {"metric": "lm_loss", "n_texts": 2, "n_tokens": 12, "base_loss": 3.0, "distance": "jensen_shannon",
+                        "threshold": 0.2, "heads": [[0, 0], [0, 1], [1, 0], [1, 1]],
+                        "matrix": [[0, 0.1, 0.5, 0.6], [0.1, 0, 0.5, 0.6], [0.5, 0.5, 0, 0.4], [0.6, 0.6, 0.4, 0]],
+                        "clusters": [[[0, 0], [0, 1]]],
+                        "scores": [{"layer": layer, "head": head, "cluster": 0 if layer == 0 else -1,
+                                    "nearest": [layer, 1 - head], "nearest_distance": 0.1 if layer == 0 else 0.4,
+                                    "redundancy": 0.9 if layer == 0 else 0.6, "gradient_importance": 0.01 * (1 + head),
+                                    "masked_loss": 3.0 + 0.1 * layer, "loss_change": 0.1 * layer}
+                                   for layer in (0, 1) for head in (0, 1)],
+                        "pruning": {"order": "exact", "criterion": "loss", "tolerance": 0.01, "heads": [[0, 0]],
+                                    "n_heads": 1, "fraction": 0.25, "loss_before": 3.0, "loss_after": 3.01,
+                                    "relative_change": 0.0033, "next_loss": 3.2, "evaluations": 3},
+                        "random_control": {"matrix_correlation": 0.8, "adjusted_rand": 1.0, "n_clusters": 1,
+                                           "clustered_heads": 2},
+                        "forwards": 20, "masked_rows": 14,
+                        "provenance": {"model": "smollm2-135m", "dtype": "float32", "device": "cpu",
+                                       "kind": "head_redundancy", "params": {}, "versions": {}, "elapsed_s": 1.0}},
 }
 
 

@@ -375,12 +375,32 @@
       h("p", { class: "hint", text: `finish: ${r.finish_reason}; prompt ${r.prompt_tokens} tokens` }));
   }
 
+  // -- head redundancy (Bian et al. 2021) and importance (Michel et al. 2019) ----------------------
+  function redundancy(el, r) {
+    const name = (x) => `L${x[0]} H${x[1]}`, p = r.pruning;
+    el.append(h("p", { class: "hint", text: `${r.heads.length} heads over ${r.n_texts} texts (${r.n_tokens} tokens); ${r.distance} distance, clusters cut at ${r.threshold}: ${r.clusters.length} clusters of ${r.clusters.reduce((a, c) => a + c.length, 0)} heads. Base ${r.metric} ${fmt(r.base_loss, 4)}; ${r.forwards} forwards.` }));
+    if (p) el.append(h("p", { class: "hint", text: `Pruning (${p.order} order, ${p.criterion} within ${p.tolerance}): ${p.n_heads} heads (${fmt(p.fraction * 100, 0)}%) masked together, ${r.metric} ${fmt(p.loss_before, 4)} → ${fmt(p.loss_after, 4)} (${fmt(p.relative_change * 100, 2)}%), measured.` }));
+    el.append(grid(r.matrix, { title: "Head × head distance", rowLabels: r.heads.map(name), colLabels: r.heads.map(name), xTitle: "head", yTitle: "head",
+      legend: "distance", left: 60, top: 60, cell: Math.max(3, Math.min(22, Math.floor(640 / Math.max(r.heads.length, 1)))) }));
+    const layers = [...new Set(r.heads.map((x) => x[0]))], nh = Math.max(...r.heads.map((x) => x[1])) + 1;
+    const by = Object.fromEntries(r.scores.map((x) => [`${x.layer}:${x.head}`, x]));
+    const cellOf = (f) => layers.map((l) => [...Array(nh).keys()].map((k) => { const x = by[`${l}:${k}`]; return x && x[f] !== null && x[f] !== undefined ? x[f] : null; }));
+    const pruned = new Set((p ? p.heads : []).map((x) => `${x[0]}:${x[1]}`));
+    const opts = { rowLabels: layers.map((l) => "L" + l), colLabels: [...Array(nh).keys()].map((k) => "H" + k), xTitle: "head", yTitle: "layer", cell: 22, left: 50, top: 40,
+      outline: (i, j) => pruned.has(`${layers[i]}:${j}`) };
+    if (r.scores.some((x) => x.loss_change !== null && x.loss_change !== undefined)) el.append(grid(cellOf("loss_change"), { ...opts, title: "Loss change when the head is masked [layer][head] (outlined: the pruning proposal)", diverging: true, legend: "Δ loss" }));
+    if (r.scores.some((x) => x.gradient_importance !== null && x.gradient_importance !== undefined)) el.append(grid(cellOf("gradient_importance"), { ...opts, title: "Gradient importance |∂L/∂ξ| [layer][head]", legend: "importance" }));
+    el.append(grid(cellOf("redundancy"), { ...opts, title: "Redundancy: 1 − distance to the nearest head [layer][head]", legend: "redundancy" }));
+    if (r.random_control) el.append(h("p", { class: "hint", text: `Random token sequences: distance matrices correlate r = ${fmt(r.random_control.matrix_correlation)}, clusterings agree ARI = ${fmt(r.random_control.adjusted_rand)} (${r.random_control.n_clusters} clusters).` }));
+    el.append(h("h3", { text: "Clusters" }), table(["#", "size", "heads"], r.clusters.slice(0, 30).map((c, i) => [i, c.length, c.map(name).join(", ")])));
+  }
+
   function json(el, r) { el.append(h("pre", { class: "json", text: JSON.stringify(r, null, 1) })); }
 
   window.LanternViews = {
     attribution, compare, attention, logit_lens: logitLens, ffn_projection: ffn, probe, steering_fit: steering,
     attention_patterns: patterns, knowledge_neurons: neurons, knowledge_edit: edit, activation_patching: patching,
-    circuit, generate, syntactic_attention: syntax, json,
+    circuit, generate, syntactic_attention: syntax, head_redundancy: redundancy, json,
   };
   // every view also shows the raw result at the end, folded
   for (const [k, fn] of Object.entries(window.LanternViews)) {
