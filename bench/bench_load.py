@@ -1,15 +1,24 @@
-"""Loopback load run of the API: N submissions (`POST /v1/jobs`) with C in flight, then the same
-number of polls (`GET /v1/jobs/{id}`), against one API process (uvicorn, one event loop) with API
-keys, rate/concurrency/idempotency guards on, and a private redis-server. No worker runs, so the
-figures are the API's own cost (validation, guards, enqueue), not the models'.
+"""Loopback load run of the submit path: `POST /v1/jobs` on `lantern api` against a bare FastAPI
+app whose only route enqueues the same JSON on RQ (bench/load_bare.py), in the same run, on the same
+redis-server (one database per row), with the same payload and the same load generator
+(bench/load_client.py: C keep-alive connections, C requests in flight). Then both with several
+server processes (uvicorn workers), and polls (`GET /v1/jobs/{id}`) of Lantern's jobs.
 
-    python -m bench.run load        # LANTERN_LOAD_N / LANTERN_LOAD_CONCURRENCY override 2000 / 50
+Lantern runs with API keys, rate/concurrency limits raised out of the way (still checked on every
+submit) and an `Idempotency-Key` on every submit. A live worker for the model is simulated (its
+heartbeat with the model's facts and its published tokenizer, as `lantern worker` writes them), so
+the submit-time checks run as in production; no job is run.
+
+    python -m bench.bench_load      # LANTERN_LOAD_N, _CONCURRENCY, _REPEATS, _PROCESSES override
+                                    # 2000, 50, 3, "1,2,4"
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
+import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -17,10 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from bench import load_client
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key-0123456789"
+MODEL = "smollm2-135m"
+BODY = json.dumps({"kind": "generate", "model": MODEL, "input": {"prompt": "The capital of France is"},
+                   "params": {"max_new_tokens": 4}}).encode()
+WARMUP = 200
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -28,97 +41,148 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def _drive(base: str, n: int, concurrency: int) -> dict:
-    body = {"kind": "generate", "model": "smollm2-135m", "input": {"prompt": "The capital of France is"},
-            "params": {"max_new_tokens": 4}}
-    headers = {"Authorization": f"Bearer {KEY}"}
-    submit_ms: list[float] = []
-    poll_ms: list[float] = []
-    codes: dict[int, int] = {}
-    ids: list[str] = []
-    sem = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30, limits=limits) as c:
-        async def submit(i: int) -> None:
-            async with sem:
-                t0 = time.perf_counter()
-                try:
-                    r = await c.post("/v1/jobs", json=body, headers={"Idempotency-Key": f"load-{i}"})
-                    codes[r.status_code] = codes.get(r.status_code, 0) + 1
-                    if r.status_code == 202:
-                        ids.append(r.json()["id"])
-                except httpx.HTTPError:
-                    codes[-1] = codes.get(-1, 0) + 1
-                submit_ms.append((time.perf_counter() - t0) * 1000)
+def _submit(i: int) -> bytes:
+    return load_client.request("POST", "/v1/jobs", {"Authorization": f"Bearer {KEY}",
+                                                   "Idempotency-Key": f"load-{i}"}, BODY)
 
-        async def poll(job_id: str) -> None:
-            async with sem:
-                t0 = time.perf_counter()
-                r = await c.get(f"/v1/jobs/{job_id}")
-                if r.status_code != 200:
-                    codes[1000 + r.status_code] = codes.get(1000 + r.status_code, 0) + 1
-                poll_ms.append((time.perf_counter() - t0) * 1000)
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(submit(i) for i in range(n)))
-        submit_wall = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        await asyncio.gather(*(poll(i) for i in ids))
-        poll_wall = time.perf_counter() - t0
-    return {"submit_ms": submit_ms, "poll_ms": poll_ms, "codes": codes, "submit_wall": submit_wall,
-            "poll_wall": poll_wall}
+@functools.cache
+def _model():
+    from schemas.models import load_registry
+    from workers.models.loading import load_model
+
+    return load_model(load_registry()[MODEL])
+
+
+def _live_worker(url: str) -> None:
+    """What a `lantern worker --model smollm2-135m` publishes: its tokenizer and a heartbeat
+    carrying the model's facts (kept alive for the run)."""
+    from redis import Redis
+
+    from schemas.keys import worker_key
+    from workers.main import _publish_tokenizer
+
+    lm = _model()
+    connection = Redis.from_url(url)
+    _publish_tokenizer(connection, lm)
+    facts = {"worker": "bench", "host": "bench", "pid": 0, "started_at": time.time(), "models": [lm.facts()]}
+    connection.set(worker_key("bench"), json.dumps(facts), ex=3600)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(app: str, processes: int, redis_url: str) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LANTERN_REDIS_URL": redis_url, "LANTERN_LOG_LEVEL": "WARNING",
+           "LANTERN_API_KEYS": f"bench={KEY}", "LANTERN_MAX_QUEUE_DEPTH": "1000000",
+           "LANTERN_MAX_ACTIVE_JOBS": "1000000", "LANTERN_RATE_LIMIT_PER_S": "1000000",
+           "LANTERN_RATE_LIMIT_BURST_PER_MIN": "100000000"}
+    if app == "bare":
+        command = [sys.executable, "-m", "uvicorn", "bench.load_bare:app", "--log-level", "warning",
+                   "--no-access-log", "--workers", str(processes)]
+    else:
+        command = [sys.executable, "-m", "service.cli", "api", "--workers", str(processes)]
+    proc = subprocess.Popen([*command, "--port", str(port)], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    load_client.run(port, WARMUP, min(WARMUP, 50), lambda i: _submit(10**9 + i))  # every process warmed
+    return proc, port
+
+
+def _measure(app: str, processes: int, redis_url: str, n: int, concurrency: int, polls: bool) -> dict:
+    proc, port = _serve(app, processes, redis_url)
+    try:
+        load = os.getloadavg()[0]
+        submits = load_client.run(port, n, concurrency, _submit)
+        polled = None
+        if polls:
+            ids = submits.ids
+            polled = load_client.run(port, len(ids), concurrency, lambda i: load_client.request(
+                "GET", f"/v1/jobs/{ids[i]}", {"Authorization": f"Bearer {KEY}"}))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"submits": submits, "polls": polled, "load": load}
+
+
+def _row(name: str, run: load_client.Run, ref: float | None, load: float, errors_ok=(202,)) -> str:
+    lat = run.latencies_ms
+    rate = len(lat) / run.wall_s
+    errors = sum(v for k, v in run.codes.items() if k not in errors_ok)
+    ratio = f"{rate / ref:.2f}" if ref else "1.00"
+    return (f"| {name} | {len(lat)} | {statistics.median(lat):.1f} | {_pct(lat, 0.99):.1f} | {rate:.0f} | {ratio} "
+            f"| {errors} | {load:.1f} |")
 
 
 def run() -> str:
-    from tests.conftest import free_port
+    from redis import Redis
+
     from tests.redis_server import PrivateRedis
 
     n = int(os.environ.get("LANTERN_LOAD_N", "2000"))
     concurrency = int(os.environ.get("LANTERN_LOAD_CONCURRENCY", "50"))
-    load_before = os.getloadavg()[0]
+    repeats = int(os.environ.get("LANTERN_LOAD_REPEATS", "3"))
+    scale = [int(p) for p in os.environ.get("LANTERN_LOAD_PROCESSES", "1,2,4").split(",")]
+    rows: dict[tuple[str, int], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         redis = PrivateRedis(Path(tmp))
         redis.start()
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "LANTERN_REDIS_URL": redis.url(0), "LANTERN_LOG_LEVEL": "WARNING",
-               "LANTERN_API_KEYS": f"bench={KEY}", "LANTERN_MAX_QUEUE_DEPTH": str(n + 10),
-               "LANTERN_MAX_ACTIVE_JOBS": str(n + 10), "LANTERN_RATE_LIMIT_PER_S": "100000",
-               "LANTERN_RATE_LIMIT_BURST_PER_MIN": "1000000"}
-        api = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port)], cwd=ROOT, env=env)
         try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(300):
-                try:
-                    if httpx.get(base + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            out = asyncio.run(_drive(base, n, concurrency))
+            db = 0
+            for _ in range(repeats):  # interleaved, so a burst of load elsewhere hits both apps alike
+                for processes in scale:
+                    for app in ("bare", "lantern"):
+                        db = (db + 1) % 16
+                        url = redis.url(db)
+                        Redis.from_url(url).flushdb()
+                        _live_worker(url)
+                        rows.setdefault((app, processes), []).append(
+                            _measure(app, processes, url, n, concurrency, polls=app == "lantern" and processes == 1))
         finally:
-            api.terminate()
-            api.wait(timeout=30)
             redis.stop()
-    load_after = os.getloadavg()[0]
-    s, p = out["submit_ms"], out["poll_ms"]
-    errors = sum(v for k, v in out["codes"].items() if k != 202)
-    return "\n".join([
+
+    def median_run(runs: list[dict]) -> dict:  # the run of median throughput
+        return sorted(runs, key=lambda r: len(r["submits"].latencies_ms) / r["submits"].wall_s)[len(runs) // 2]
+
+    lines = [
         "## API load (loopback)\n",
-        f"{n} submissions with {concurrency} in flight, then {len(p)} polls, against one API process (one "
-        "uvicorn event loop; sync routes on its thread pool) with API keys, per-tenant rate and concurrency "
-        "limits and an `Idempotency-Key` on every submit, Redis on loopback, no worker. The load generator "
-        "shares the same cores, so the figures are an upper bound on the API's own latency.\n",
-        "| request | n | p50 ms | p99 ms | mean ms | throughput /s | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| `POST /v1/jobs` | {len(s)} | {statistics.median(s):.1f} | {_pct(s, 0.99):.1f} | {statistics.fmean(s):.1f} "
-        f"| {len(s) / out['submit_wall']:.0f} | {errors} |",
-        f"| `GET /v1/jobs/{{id}}` | {len(p)} | {statistics.median(p):.1f} | {_pct(p, 0.99):.1f} | "
-        f"{statistics.fmean(p):.1f} | {len(p) / out['poll_wall']:.0f} | "
-        f"{sum(v for k, v in out['codes'].items() if k >= 1000)} |",
-        "",
-        f"Status codes of the submissions: {dict(sorted(out['codes'].items()))}. Load average of the machine "
-        f"(other processes included) {load_before:.1f} before, {load_after:.1f} after the run: on a busy machine "
-        "the latencies measure the queueing for CPU as much as the API.",
-    ])
+        f"{n} submissions (`POST /v1/jobs`, a `generate` job, an `Idempotency-Key` each) with {concurrency} in "
+        "flight from one lean keep-alive load generator (bench/load_client.py), against `lantern api` (API keys, "
+        "rate and concurrency limits, idempotency, token count with the model's published tokenizer and its "
+        "facts from a simulated worker heartbeat; no job runs) and, in the same run on the same redis-server, the "
+        "bare FastAPI app whose only route enqueues the same JSON on RQ (bench/load_bare.py). Each row is the "
+        f"median-throughput run of {repeats}, interleaved; `× bare` divides by the bare app with as many "
+        "processes. The load generator, Redis and the servers share the machine's cores, so on a small machine "
+        "the totals stop at the CPU, not at Redis.\n",
+        "| server | n | p50 ms | p99 ms | submits/s | × bare | errors | load avg |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for processes in scale:
+        bare = median_run(rows[("bare", processes)])
+        ours = median_run(rows[("lantern", processes)])
+        ref = len(bare["submits"].latencies_ms) / bare["submits"].wall_s
+        suffix = "1 process" if processes == 1 else f"{processes} processes"
+        lines.append(_row(f"bare FastAPI + RQ, {suffix}", bare["submits"], None, bare["load"]))
+        lines.append(_row(f"`lantern api`, {suffix}", ours["submits"], ref, ours["load"]))
+    polled = median_run(rows[("lantern", 1)])
+    if polled["polls"] is not None:
+        lines.append(_row("`GET /v1/jobs/{id}`, 1 process", polled["polls"], None, polled["load"], (200,))
+                     .replace("| 1.00 |", "| |"))
+    ratios = [len(o["submits"].latencies_ms) / o["submits"].wall_s / (len(b["submits"].latencies_ms) / b["submits"].wall_s)
+              for o, b in zip(rows[("lantern", 1)], rows[("bare", 1)])]
+    lines += ["", f"One process, `× bare` of each of the {repeats} runs: {', '.join(f'{r:.2f}' for r in ratios)}. "
+              f"Cores: {os.cpu_count()}; load average (1 min) of the machine when each row started, other "
+              "processes included."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Protocol
 
 from redis.exceptions import RedisError
-from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.tenants import parse_secrets, tenant_pairs  # noqa: F401  (parse_secrets: for service/main.py)
@@ -82,7 +81,7 @@ def _too_many_failures(retry_after: int) -> object:
 
 
 class FailureLimiter(Protocol):
-    def authentication(self, address: str, failed: bool) -> int: ...
+    async def authentication_async(self, address: str, failed: bool) -> int: ...
 
 
 class ApiKeyAuth:
@@ -90,8 +89,9 @@ class ApiKeyAuth:
 
     With `failures` (service/guards.py), wrong keys are counted per client address and an address
     over its allowance gets 429 for any key until its window ends, so keys cannot be guessed at
-    line rate. The Redis round trip runs in the thread pool (never blocking the event loop); with
-    Redis away the limit is skipped (fail open: the key check itself needs no Redis)."""
+    line rate. The Redis round trip is awaited on the event loop (an asyncio client: no thread-pool
+    hop, no blocking); with Redis away the limit is skipped (fail open: the key check itself needs
+    no Redis)."""
 
     def __init__(self, app: ASGIApp, tenants: Tenants, failures: FailureLimiter | None = None):
         self.app = app
@@ -104,7 +104,7 @@ class ApiKeyAuth:
         client = scope.get("client")
         address = client[0] if client else "unknown"
         try:
-            return await run_in_threadpool(self.failures.authentication, address, failed)
+            return await self.failures.authentication_async(address, failed)
         except RedisError:
             log.warning("failed-authentication limit skipped: Redis unavailable")
             return 0

@@ -18,18 +18,19 @@ ANONYMOUS = "anonymous"
 
 
 def _from_state(name: str):
-    def get(request: Request):
+    async def get(request: Request):  # async: FastAPI runs a sync dependency on the thread pool
         return getattr(request.app.state, name)
     return Depends(get)
 
 
-def owner(request: Request) -> str:
+async def owner(request: Request) -> str:
     """The tenant a request acts for (set by service.auth.ApiKeyAuth from the bearer key; open
-    mode: everyone is `anonymous`). Every route that acts for a tenant is rate limited here."""
+    mode: everyone is `anonymous`). Every route that acts for a tenant is rate limited here (on the
+    event loop: service/guards.py)."""
     tenant = getattr(request.state, "tenant", ANONYMOUS)
     guards = getattr(request.app.state, "guards", None)
     if guards is not None:
-        guards.rate(tenant)
+        await guards.rate_async(tenant)
     return tenant
 
 

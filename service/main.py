@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.common import FieldError, Problem
 from schemas.limits import Limits
 from schemas.models import load_registry
+from service import docs, ui
+from service.aio_redis import LoopRedis
 from service.auth import ApiKeyAuth, Tenants, parse_secrets
-from service import docs
-from service import ui
 from service.config import Settings
 from service.guards import Guards
 from service.json_body import JsonBodies
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = JobQueue(connection, settings)
     app.state.tokens = TokenCounter(connection)
     app.state.metrics = ApiMetrics()
-    app.state.guards = Guards(connection, settings)
+    app.state.guards = Guards(connection, settings, LoopRedis(settings.redis_url, settings.redis_timeout_s))
     app.state.tenants = Tenants.from_settings(settings.api_keys, settings.api_keys_file)
     app.state.webhook_secrets = parse_secrets(settings.webhook_secrets)
     if app.state.tenants.open:

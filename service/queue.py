@@ -24,11 +24,18 @@ from rq.serializers import JSONSerializer
 from common.sweeps import is_sweep
 from schemas.common import Problem
 from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView, JobWarning
-from schemas.keys import (WEBHOOK_QUEUE, WORKER_PATTERN, cancel_key, jobs_index_key, queue_name, run_seconds_key,
-                          webhook_secret_key)
+from schemas.keys import (
+    WEBHOOK_QUEUE,
+    cancel_key,
+    jobs_index_key,
+    queue_name,
+    run_seconds_key,
+    webhook_secret_key,
+)
 from schemas.webhook_events import build_entry
 from service import sweeps
 from service.config import Settings
+from service.heartbeats import Heartbeats
 from service.problems import PROBLEM_BASE
 
 TASK = "workers.tasks.run_job"
@@ -52,36 +59,57 @@ class JobQueue:
     def __init__(self, connection: Redis, settings: Settings):
         self.redis = connection
         self.settings = settings
+        self.heartbeats = Heartbeats(connection)
+        self._queues: dict[str, Queue] = {}
 
     def _queue(self, model: str) -> Queue:
-        return Queue(queue_name(model), connection=self.redis, serializer=JSONSerializer)
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = Queue(queue_name(model), connection=self.redis, serializer=JSONSerializer)
+        return queue
+
+    def queue_key(self, model: str) -> str:
+        """The Redis list of `model`'s queue (its depth is checked at admission, service/guards.py)."""
+        return self._queue(model).key
 
     # -- submit ---------------------------------------------------------------------------------
     def depth(self, model: str) -> int:
         return self._queue(model).count
 
     def submit(self, request: JobBase, owner: str, job_id: str | None = None) -> JobView:
+        return self.enqueue(request, owner, job_id)[0]
+
+    def enqueue(self, request: JobBase, owner: str, job_id: str | None = None) -> tuple[JobView, int]:
+        """Enqueue the job and record it in the owner's index in one MULTI round trip, which also
+        reads what the answer needs (queue position, average run time): the view and its Retry-After."""
         job_id = job_id or uuid.uuid4().hex
         payload = request.model_dump(mode="json")
-        if payload.get("webhook") and payload["webhook"].get("secret"):
-            # The secret stays out of the payload (queue readers, dashboards, logs see payloads); the
-            # webhook worker reads it from its own key, which expires with the job.
-            secret = payload["webhook"].pop("secret")
-            self.redis.set(webhook_secret_key(job_id), secret,
-                           ex=max(self.settings.result_ttl_s, self.settings.failure_ttl_s) + self.settings.queued_ttl_s)
-        job = self._queue(request.model).enqueue_call(
-            TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
-            result_ttl=self.settings.result_ttl_s, failure_ttl=self.settings.failure_ttl_s,
-            ttl=self.settings.queued_ttl_s, description=f"{request.kind} on {request.model}",  # type: ignore[attr-defined]
-            meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
-        )
+        settings = self.settings
+        queue = self._queue(request.model)
         index = jobs_index_key(owner)
         with self.redis.pipeline() as pipe:
+            pipe.multi()  # before any command: RQ's enqueue joins this transaction
+            if payload.get("webhook") and payload["webhook"].get("secret"):
+                # The secret stays out of the payload (queue readers, dashboards, logs see payloads); the
+                # webhook worker reads it from its own key, which expires with the job.
+                secret = payload["webhook"].pop("secret")
+                pipe.set(webhook_secret_key(job_id), secret,
+                         ex=max(settings.result_ttl_s, settings.failure_ttl_s) + settings.queued_ttl_s)
+            job = queue.enqueue_call(
+                TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
+                result_ttl=settings.result_ttl_s, failure_ttl=settings.failure_ttl_s,
+                ttl=settings.queued_ttl_s, description=f"{request.kind} on {request.model}",  # type: ignore[attr-defined]
+                meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
+                pipeline=pipe,
+            )
             pipe.zadd(index, {job_id: time.time()})
-            pipe.zremrangebyrank(index, 0, -self.settings.jobs_index_size - 1)
-            pipe.expire(index, max(self.settings.result_ttl_s, self.settings.failure_ttl_s))
-            pipe.execute()
-        return self.view_of(job)
+            pipe.zremrangebyrank(index, 0, -settings.jobs_index_size - 1)
+            pipe.expire(index, max(settings.result_ttl_s, settings.failure_ttl_s))
+            pipe.llen(queue.key)  # the job is the last: position = length - 1 (MULTI: nothing in between)
+            pipe.hget(run_seconds_key(request.model), request.kind)  # type: ignore[attr-defined]
+            *_, length, avg = pipe.execute()
+        view = self.view_of(job, position=length - 1)
+        return view, self._retry_after(view, avg)
 
     # -- read -----------------------------------------------------------------------------------
     def fetch(self, job_id: str, owner: str) -> Job | None:
@@ -93,10 +121,12 @@ class JobQueue:
             return None
         return job if job.meta.get("owner") == owner else None
 
-    def view_of(self, job: Job, with_result: bool = True, live: set[str] | None = None) -> JobView:
-        """The job's view; `live`: the model ids live workers hold (looked up when needed and not given)."""
+    def view_of(self, job: Job, with_result: bool = True, live: set[str] | None = None,
+                position: int | None = None) -> JobView:
+        """The job's view; `live`: the model ids live workers hold (looked up when needed and not given);
+        `position`: a queued job's place in its queue, when known (else looked up)."""
         if is_sweep(job):  # a sweep's parent: derived from its children (service/sweeps.py)
-            return sweeps.view(self, job, with_result, live)
+            return sweeps.view(self, job, with_result, live, position)
         rq_status = job.get_status(refresh=False)
         status = _STATUS.get(rq_status, JobStatus.queued)
         if job.meta.get("canceled"):
@@ -114,13 +144,15 @@ class JobQueue:
             status is JobStatus.started and bool(self.redis.exists(cancel_key(job.id))))
         model = job.meta.get("model", "?")
         warnings = []
-        if status is JobStatus.queued and model not in (self.live_model_ids() if live is None else live):
+        if status is JobStatus.queued and not (model in live if live is not None else self.heartbeats.holding(model)):
             warnings.append(self._no_worker(model))
+        if status is JobStatus.queued and position is None:
+            position = job.get_position()
         return JobView(
             id=job.id, kind=job.meta.get("kind", "?"), model=model, status=status,
             created_at=_utc(job.created_at), started_at=_utc(job.started_at), finished_at=_utc(job.ended_at),
             progress=progress if status is not JobStatus.queued else 0.0,
-            queue_position=job.get_position() if status is JobStatus.queued else None,
+            queue_position=position if status is JobStatus.queued else None,
             cancel_requested=cancel_requested,
             result=result, error=error, warnings=warnings, links=JobLinks(self=f"/v1/jobs/{job.id}"),
         )
@@ -182,10 +214,12 @@ class JobQueue:
     # -- estimates and workers ------------------------------------------------------------------
     def retry_after(self, view: JobView) -> int:
         """Seconds a poller should wait: queue position × average run time / live workers."""
-        avg = self.redis.hget(run_seconds_key(view.model), view.kind)
+        return self._retry_after(view, self.redis.hget(run_seconds_key(view.model), view.kind))
+
+    def _retry_after(self, view: JobView, avg: bytes | None) -> int:
         avg_s = float(avg) if avg is not None else 1.0
         if view.status is JobStatus.queued:
-            workers = max(1, len([w for w in self.live_workers() if view.model in w["model_ids"]]))
+            workers = max(1, len(self.heartbeats.holding(view.model)))
             estimate = (1 + (view.queue_position or 0)) * avg_s / workers
         else:
             estimate = avg_s * (1.0 - (view.progress or 0.0))
@@ -196,16 +230,8 @@ class JobQueue:
         return {m for w in self.live_workers() for m in w["model_ids"]}
 
     def model_facts(self, model: str) -> dict | None:
-        """The facts a live worker publishes for `model` (`LM.facts()`); None: no live worker holds it."""
-        return next((m for w in self.live_workers() for m in w.get("models", []) if m.get("id") == model), None)
+        """The facts a live worker publishes for `model` (service/heartbeats.py: cached briefly)."""
+        return self.heartbeats.facts(model)
 
     def live_workers(self) -> list[dict]:
-        keys = list(self.redis.scan_iter(match=WORKER_PATTERN, count=500))
-        workers = []
-        for raw in self.redis.mget(keys) if keys else []:
-            if raw is None:
-                continue
-            facts = json.loads(raw)
-            facts["model_ids"] = [m["id"] for m in facts.get("models", [])]
-            workers.append(facts)
-        return workers
+        return self.heartbeats.read()

@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from schemas.common import FieldError
 from schemas.examples import openapi_examples
-from schemas.jobs import KINDS, JobPage, JobRequest, JobStatus, JobView
-from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
-from service.checks import artifact_errors, model_errors
-from service.deps import GuardsDep, LimitsDep, MetricsDep, Owner, QueueDep, RegistryDep, SettingsDep, TokensDep
+from schemas.jobs import JobPage, JobRequest, JobStatus, JobView
+from service import submission
+from service.deps import GuardsDep, Owner, QueueDep, SettingsDep
 from service.longpoll import wait_for_change
-from service.problems import ProblemError, invalid, not_found
+from service.problems import ProblemError, not_found
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEM = {"content": {"application/problem+json": {}}}
 ERRORS = {s: PROBLEM for s in (400, 401, 404, 409, 413, 422, 429, 503)}
-
-
-def _valid_secret(secret: str) -> bool:
-    try:
-        raw = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (ValueError, binascii.Error):
-        return False
-    return secret.startswith("whsec_") and 24 <= len(raw) <= 64
-
-
-def _webhook_errors(body, owner: str, settings, secrets: dict[str, str]) -> list[FieldError]:
-    """The webhook URL must pass the SSRF guard now (a 422, not a silent failure later), and a
-    secret must exist: the request's own or the tenant's configured one."""
-    hook = body.webhook
-    if hook is None:
-        return []
-    errors = []
-    try:
-        check_url(str(hook.url), parse_networks(settings.webhook_allowed_networks))
-    except UnsafeURL as e:
-        errors.append(FieldError(loc=["body", "webhook", "url"], msg=f"webhook URL refused: {e}", type="unsafe_url"))
-    if hook.secret is not None and not _valid_secret(hook.secret):
-        errors.append(FieldError(loc=["body", "webhook", "secret"], msg="a Standard Webhooks secret is `whsec_` "
-                                 "followed by base64 of 24 to 64 random bytes", type="value_error"))
-    if hook.secret is None and owner not in secrets:
-        errors.append(FieldError(loc=["body", "webhook", "secret"], msg="no secret given and none is configured "
-                                 "for this tenant (LANTERN_WEBHOOK_SECRETS)", type="missing"))
-    return errors
 
 
 def _poll_headers(queue, view: JobView) -> dict[str, str]:
@@ -58,61 +26,16 @@ def _poll_headers(queue, view: JobView) -> dict[str, str]:
 
 
 @router.post("", status_code=202, response_model=JobView, responses=ERRORS)
-def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examples())], response: Response, queue: QueueDep, owner: Owner,  # type: ignore[valid-type]
-           registry: RegistryDep, limits: LimitsDep, tokens: TokensDep, settings: SettingsDep,
-           metrics: MetricsDep, guards: GuardsDep, request: Request,
-           idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> JobView:
+async def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examples())], response: Response,  # type: ignore[valid-type]
+                 owner: Owner, request: Request,
+                 idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> JobView:
     """Submit a job. `Idempotency-Key` (per tenant, kept `idempotency_ttl_s`): the same key and body
     answer the same job; the same key with another body is 422."""
-    spec = registry.get(body.model)
-    if spec is None:
-        raise invalid([FieldError(loc=["body", "model"], msg=f"unknown model; known: {sorted(registry)}",
-                                  type="unknown_model", ctx={"known": sorted(registry)})])
-    if spec.task not in KINDS[body.kind].tasks:
-        raise invalid([FieldError(loc=["body", "kind"], msg=f"{body.kind} does not run on {spec.task} model "
-                                  f"{body.model}", type="unsupported_kind")])
-    errors = [e.model_copy(update={"loc": ["body", *e.loc]}) for e in body.over_limits(limits)]
-    if errors:  # the cheap checks first: a request they refuse costs no tokenizer time
-        raise invalid(errors)
-    if hasattr(body.input, "prompt"):
-        errors += tokens.check(body.model, body.input, limits, ["body", "input"])
-    errors += model_errors(body, queue, tokens, limits)  # facts, positions, folds, result size (service/checks.py)
-    errors += artifact_errors(body, queue, owner)
-    errors += _webhook_errors(body, owner, settings, request.app.state.webhook_secrets)
-    if errors:
-        raise invalid(errors)
-    claim = guards.claim(owner, idempotency_key, body.model_dump(mode="json"))
-    if claim.replay:
-        view = queue.view(claim.job_id, owner)
-        if view is None:
-            raise ProblemError(409, "idempotency-in-progress", "A request with this Idempotency-Key is in progress",
-                               "retry shortly", headers={"Retry-After": "1"})
-        response.headers["Location"] = view.links.self
-        response.headers["Idempotent-Replayed"] = "true"
-        return view
-    try:
-        view = _enqueue(body, owner, claim.job_id, queue, settings, guards)
-    except BaseException:
-        guards.release(claim)
-        raise
-    metrics.submitted.labels(body.kind, body.model).inc()
-    response.headers["Location"] = view.links.self
-    response.headers.update(_poll_headers(queue, view))
-    return view
-
-
-def _enqueue(body, owner: str, job_id: str, queue, settings, guards) -> JobView:
-    guards.acquire_slot(owner, job_id)  # atomic check-and-record of max_active_jobs
-    try:
-        depth = queue.depth(body.model)
-        if depth >= settings.max_queue_depth:
-            raise ProblemError(503, "queue-full", "The queue is full",
-                               f"{depth} jobs wait for {body.model}, at max_queue_depth={settings.max_queue_depth}",
-                               headers={"Retry-After": "10"})
-        return queue.submit(body, owner, job_id)
-    except BaseException:
-        guards.release_slot(owner, job_id)
-        raise
+    # async with one thread-pool hop for the sync work (FastAPI would add a second one, to validate
+    # a sync route's answer)
+    submitted = await run_in_threadpool(submission.submit, request.app.state, body, owner, idempotency_key)
+    response.headers.update(submitted.headers)
+    return submitted.view
 
 
 @router.get("", response_model=JobPage)
