@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel
 
 from schemas.jobs import KINDS
+from schemas.sweeps import SweepResult
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("finished", "failed", "canceled")
@@ -123,6 +124,8 @@ class _JobBase:
         if self.view["status"] in ("failed", "canceled") and self.view.get("error"):
             raise LanternError(self.view["error"])
         raw = self.view.get("result")
+        if raw is not None and raw.get("sweep") is True:  # a job submitted with `checkpoints`
+            return SweepResult.model_validate(raw)
         return None if raw is None else result_type(self.kind).model_validate(raw)
 
     def _update(self, view: dict[str, Any]) -> bool:
@@ -231,8 +234,9 @@ class Client:
         return r.json(), _retry_after(r)
 
     def submit(self, kind: str, model: str, input: dict[str, Any], params: dict[str, Any] | None = None,
-               webhook: dict[str, Any] | None = None, idempotency_key: str | None = None) -> Job:
-        body = _body(kind, model, input, params, webhook)
+               webhook: dict[str, Any] | None = None, idempotency_key: str | None = None,
+               checkpoint: int | None = None, checkpoints: list[int] | str | None = None) -> Job:
+        body = _body(kind, model, input, params, webhook, checkpoint, checkpoints)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job(self, self._call("POST", "/v1/jobs", json=body, headers=headers).json())
 
@@ -269,12 +273,16 @@ class Client:
         return self.artifacts("edits")
 
 
-def _body(kind, model, input, params, webhook) -> dict[str, Any]:
+def _body(kind, model, input, params, webhook, checkpoint=None, checkpoints=None) -> dict[str, Any]:
     body: dict[str, Any] = {"kind": kind, "model": model, "input": input}
     if params:
         body["params"] = params
     if webhook:
         body["webhook"] = webhook
+    if checkpoint is not None:  # one training step of the model (docs/checkpoints.md)
+        body["checkpoint"] = checkpoint
+    if checkpoints is not None:  # a sweep: [steps] or "all"; the result is a SweepResult
+        body["checkpoints"] = checkpoints
     return body
 
 
@@ -338,9 +346,11 @@ class AsyncClient:
         return r.json(), _retry_after(r)
 
     async def submit(self, kind: str, model: str, input: dict[str, Any], params: dict[str, Any] | None = None,
-                     webhook: dict[str, Any] | None = None, idempotency_key: str | None = None) -> AsyncJob:
+                     webhook: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                     checkpoint: int | None = None, checkpoints: list[int] | str | None = None) -> AsyncJob:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        r = await self._call("POST", "/v1/jobs", json=_body(kind, model, input, params, webhook), headers=headers)
+        body = _body(kind, model, input, params, webhook, checkpoint, checkpoints)
+        r = await self._call("POST", "/v1/jobs", json=body, headers=headers)
         return AsyncJob(self, r.json())
 
     async def job(self, job_id: str) -> AsyncJob:

@@ -235,3 +235,19 @@ def test_long_polling_progress_and_finalizing_without_a_reader(client, r, loaded
     assert finalize_open(r) == []
     view = client.get(f"/v1/jobs/{sweep['id']}").json()
     assert view["status"] == "finished" and view["result"] == body["data"]["result"]
+
+
+def test_the_python_client_submits_a_sweep_and_waits_for_it(client, r, loaded):
+    from service.client import Client
+
+    lantern = Client("http://testserver")
+    lantern.http = client  # the app in this process (a TestClient is an httpx.Client)
+    job = lantern.submit("logit_lens", MODEL, LENS["input"], LENS["params"], checkpoints=[10, 1000])
+    one = lantern.submit("logit_lens", MODEL, LENS["input"], LENS["params"], checkpoint=1000)
+    work(r)
+    result = job.wait(timeout=30).result  # typed: schemas.sweeps.SweepResult
+    assert result.sweep and [p.step for p in result.series] == [10, 1000]
+    single = one.wait(timeout=30).result.model_dump(mode="json")
+    assert without_timing(result.series[1].result) == without_timing(single)
+    assert result.series[1].scalars["target_prob"] == single["layers"][-1]["target_prob"][-1]
+
