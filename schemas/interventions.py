@@ -1,5 +1,5 @@
-"""Per-job interventions other kinds can carry in their params: ITI steering (`steering`) and
-knowledge edits (`edits`). Applied by hooks for that job only; the shared weights never change.
+"""Per-job interventions other kinds can carry in their params: ITI steering (`steering`),
+knowledge edits (`edits`) and anchor re-weighting (`anchors`). Applied by hooks for that job only; the shared weights never change.
 
 `Interventions` is the params mixin (GenerateParams, AttributionParams, LogitLensParams inherit it).
 """
@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import Field
 
 from schemas.common import JobParams
+from schemas.kinds.icl_anchors import AnchorsRef
 from schemas.kinds.steering_fit import SteeringRef
 
 MAX_EDITS = 16
@@ -21,4 +22,7 @@ class Interventions(JobParams):
     steering: SteeringRef | None = None
     edits: Annotated[list[EditId], Field(min_length=1, max_length=MAX_EDITS)] | None = Field(
         None, description="Knowledge edit sets (ids from `knowledge_edit`) applied for this job only, in order."
+    )
+    anchors: AnchorsRef | None = Field(
+        None, description="Anchor re-weighting (β from `icl_anchors`) applied to the prompt's label words for this job only."
     )

@@ -44,6 +44,8 @@ def artifact_errors(body: JobBase, queue: JobQueue, owner: str) -> list[FieldErr
     if params.steering is not None:
         refs.append(("steering-profiles", params.steering.profile_id, ["params", "steering", "profile_id"]))
     refs += [("edits", e, ["params", "edits", i]) for i, e in enumerate(params.edits or [])]
+    if params.anchors is not None:
+        refs.append(("anchors", params.anchors.anchors_id, ["params", "anchors", "anchors_id"]))
     if not refs:
         return []
     views = ArtifactStore(queue.redis, owner).find([(kind, artifact_id) for kind, artifact_id, _ in refs])

@@ -199,6 +199,14 @@ class IclAnchorsResult(Result):
     reweighting: Reweighting | None = None
 
 
+class AnchorsRef(Strict):
+    """Apply stored anchors (`icl_anchors` re-weighting) to a later job: wherever its prompt is written
+    with the same template, the target's attention on each label word × exp(scale · β)."""
+
+    anchors_id: Annotated[str, Field(pattern=r"^an_[0-9a-f]{32}$")]
+    scale: Annotated[float, Field(ge=-100.0, le=100.0)] = Field(1.0, description="β × scale (0: the plain model)")
+
+
 class IclAnchorsJob(JobBase):
     kind: Literal["icl_anchors"]
     input: IclAnchorsInput

@@ -44,8 +44,10 @@ from workers.anchors.prompts import marked_prompt, query_prompt, task_of
 from workers.context import Context
 from workers.errors import BadInput
 from workers.internals.hooks import hook_count
-from workers.interventions.anchors import _session, anchored, reweight_edit
-from workers.methods import icl_anchors
+from schemas.kinds.icl_anchors import AnchorsRef
+from workers.interventions.anchors import _session, anchored, find_positions, reweight_edit
+from workers.interventions.anchors import apply as apply_anchors
+from workers.methods import attribution, generate, icl_anchors
 from workers.models.loading import wrap
 
 WORDS = {"pos": "Mary", "neg": "John"}  # single tokens of the tiny tokenizer (" Mary", " John")
@@ -393,3 +395,70 @@ def test_a_job_reports_every_analysis_and_stores_beta(tiny_llama, store):
     assert (res.auc is None) == any(w.type == "auc-undefined" for w in res.warnings)
     if res.auc is not None:
         assert len(res.auc.auc) == 3
+
+
+# -- the `anchors` intervention on later jobs -------------------------------------------------------
+def test_find_positions_reads_label_words_after_the_slot_and_the_last_slot_as_target():
+    slot, labels = [7, 8], [50, 60]
+    ids = [1, 3, 7, 8, 50, 4, 7, 8, 60, 5, 7, 9, 50, 6, 7, 8]
+    assert find_positions(ids, slot, labels) == ([4, 8], [0, 1], 15)
+    assert find_positions(ids + [60], slot, labels) == ([4, 8], [0, 1], 15)  # the answer is not a demonstration
+    assert find_positions([1, 2, 3], slot, labels) == ([], [], None)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_llama, store):
+    """β fitted by a job on the tiny LLaMA, and the job's prompts."""
+    lm = tiny_llama
+    fit = [{"text": "hello world again", "label": "pos"}, {"text": "the lazy dog", "label": "neg"}]
+    res = icl_anchors.run(lm, job(lm, fit_examples=fit, params={"analyses": ["reweighting"], "epochs": 3, "lr": 1.0}),
+                          Context(store=store))
+    task, prompts = prompts_of(lm, job(lm))
+    return res, task, prompts
+
+
+def test_stored_anchors_reweight_a_later_forward_as_the_fit_did(tiny_llama, store, fitted):
+    lm = tiny_llama
+    res, task, prompts = fitted
+    beta = torch.tensor(res.reweighting.beta)
+    assert float(beta.abs().max()) > 0.1
+    runner = PrefixRunner(lm, prompts, task.label_ids)
+    cols, classes = torch.tensor(prompts[0].label_positions), torch.tensor(prompts[0].label_classes)
+    rows = list(range(len(prompts)))
+    with torch.no_grad():
+        want = runner.forward(rows, edit=reweight_edit(beta, cols, classes, runner.targets(rows)))  # (Q, C)
+        plain = runner.forward(rows)
+    weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    hooks = hook_count(lm.model)
+    for scale, expected in ((1.0, want), (0.0, plain)):
+        ref = AnchorsRef(anchors_id=res.reweighting.anchors_id, scale=scale)
+        with torch.no_grad(), apply_anchors(lm, ref, store):
+            got = torch.stack([label_logits(lm.model(input_ids=torch.tensor([p.ids])).logits[0, -1], task.label_ids)
+                               for p in prompts])
+        assert torch.allclose(got, expected, atol=1e-5), scale
+    assert hook_count(lm.model) == hooks and lm.config._attn_implementation == "sdpa"
+    assert all(torch.equal(v, weights[k]) for k, v in lm.model.state_dict().items())
+
+
+def test_generate_and_attribution_jobs_apply_the_anchors(tiny_llama, store, fitted):
+    lm = tiny_llama
+    res, task, prompts = fitted
+    p = prompts[2]
+    prompt = lm.tokenizer.decode(p.ids, skip_special_tokens=True)
+    beta = torch.tensor(res.reweighting.beta)
+    edit = reweight_edit(beta, torch.tensor(p.label_positions), torch.tensor(p.label_classes), torch.tensor([p.target]))
+    with torch.no_grad(), anchored(lm, edit=edit):
+        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([p.ids])).logits[0, -1].double(), -1)  # (V,)
+    with torch.no_grad():
+        plain = torch.log_softmax(lm.model(input_ids=torch.tensor([p.ids])).logits[0, -1].double(), -1)
+    anchors = {"anchors_id": res.reweighting.anchors_id}
+    gen = parse_job({"kind": "generate", "model": lm.id, "input": {"prompt": prompt},
+                     "params": {"max_new_tokens": 2, "anchors": anchors}})
+    out = generate.run(lm, gen, Context(store=store))
+    first = out.token_ids[0]
+    assert out.token_logprobs[0] == pytest.approx(float(logp[first]), abs=1e-4)
+    assert abs(float(logp[first]) - float(plain[first])) > 1e-4  # the anchors changed it
+    att = parse_job({"kind": "attribution", "model": lm.id, "input": {"prompt": prompt, "target": " Mary"},
+                     "params": {"method": "saliency", "anchors": anchors}})
+    scores = attribution.run(lm, att, Context(store=store))
+    assert scores.target_logprobs[0] == pytest.approx(float(logp[task.label_ids[0]]), abs=1e-4)

@@ -32,6 +32,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from workers.errors import BadInput
 from workers.models.loading import LM
 
 IMPLEMENTATION = "lantern_anchors"
@@ -112,3 +113,100 @@ def reweight_edit(beta: torch.Tensor, cols: torch.Tensor, classes: torch.Tensor,
         out[b, :, r] = row
         return out
     return edit
+
+
+# -- the `anchors` intervention of later jobs (generate, attribution, logit_lens) ------------------
+ARTIFACT_KIND = "anchors"
+
+
+def find_positions(ids: list[int], slot_ids: list[int], label_ids: list[int]) -> tuple[list[int], list[int], int | None]:
+    """In one token sequence: the demonstrations' label words (a label word's first token right after
+    the slot's tokens, "iment" ":"), their classes, and the target: the end of the last slot, the
+    position whose next token is the answer (a label word there, as in an attribution of the answer,
+    is the answer, not a demonstration). As the reference finds `class_poss` by the two tokens before
+    the label word (`Predictor.prefix_idxs`)."""
+    k = len(slot_ids)
+    ends = [t for t in range(k - 1, len(ids)) if ids[t - k + 1:t + 1] == slot_ids]
+    if not ends:
+        return [], [], None
+    target = ends[-1]
+    cols, classes = [], []
+    for t in ends[:-1]:
+        if t + 1 < len(ids) and ids[t + 1] in label_ids:
+            cols.append(t + 1)
+            classes.append(label_ids.index(ids[t + 1]))
+    return cols, classes, target
+
+
+def check_anchors(lm: LM, data: dict, anchors_id: str = "") -> None:
+    heads = lm.facts()["n_heads"]
+    if data.get("n_layers") != len(lm.layers) or data.get("n_heads") != heads:
+        raise BadInput(f"anchors {anchors_id!r} were learnt for {data.get('n_layers')} layers × {data.get('n_heads')} "
+                       f"heads; model {lm.id} has {len(lm.layers)} × {heads}")
+
+
+@contextmanager
+def reweighted(lm: LM, beta: torch.Tensor, slot_ids: list[int], label_ids: list[int],
+               renormalize: bool = False) -> Iterator[None]:
+    """Every forward in the block re-weights its target's attention on the label words by exp(β).
+
+    The token sequence is read where the job gives it: `input_ids` of a forward that starts at
+    position 0 (no cache, or an empty one), or the ids a method embeds itself before forwarding
+    `inputs_embeds` (attribution). Forwards continuing a cache (decoding, shared prefixes) keep the
+    positions of their sequence; a decode step past the target is left alone (the paper re-weights
+    the prediction of the label only). β: (L, H, C)."""
+    state: dict = {"cols": None, "classes": None, "target": None, "in_forward": False}
+
+    def locate(ids: torch.Tensor, keep_if_none: bool = False) -> None:
+        """ids (B, n) or (n,): the first row's positions serve every row of the batch."""
+        if ids.dim() == 0:
+            return
+        row = ids.reshape(-1, ids.shape[-1])[0].tolist()
+        cols, classes, target = find_positions(row, slot_ids, label_ids)
+        if target is None and keep_if_none:  # a method embedding something else (a baseline token)
+            return
+        state.update(cols=torch.tensor(cols, dtype=torch.long, device=lm.device),
+                     classes=torch.tensor(classes, dtype=torch.long, device=lm.device), target=target)
+
+    def model_pre(module, args, kwargs):
+        state["in_forward"] = True
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        empty = cache is None or cache.get_seq_length() == 0
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and empty:
+            locate(ids)
+
+    def model_post(module, args, output):
+        state["in_forward"] = False
+
+    def embed_pre(module, args):
+        if not state["in_forward"]:
+            locate(args[0], keep_if_none=True)
+
+    def edit(layer: int, A: torch.Tensor, q0: int) -> torch.Tensor:
+        if state["target"] is None or state["cols"] is None or not len(state["cols"]):
+            return A
+        targets = torch.full((A.shape[0],), state["target"], device=A.device)
+        return reweight_edit(beta, state["cols"], state["classes"], targets, renormalize)(layer, A, q0)
+
+    handles = []
+    try:
+        handles.append(lm.model.register_forward_pre_hook(model_pre, with_kwargs=True))
+        handles.append(lm.model.register_forward_hook(model_post, always_call=True))
+        handles.append(lm.embed.register_forward_pre_hook(embed_pre))
+        with anchored(lm, edit=edit):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def apply(lm: LM, ref, store) -> Iterator[None]:
+    """The `anchors` applier (`workers.interventions.applied.APPLIERS["anchors"]`): `ref` is an AnchorsRef."""
+    view = store.get(ARTIFACT_KIND, ref.anchors_id, lm.id)  # BadInput (422): missing, foreign, other model
+    data = view.data
+    check_anchors(lm, data, ref.anchors_id)
+    beta = ref.scale * torch.tensor(data["beta"], dtype=torch.float32, device=lm.device)  # (L, H, C)
+    with reweighted(lm, beta, list(data["slot_token_ids"]), list(data["label_token_ids"]), bool(data["renormalize"])):
+        yield

@@ -46,3 +46,7 @@ APPLIERS["steering"] = _apply_steering
 from workers.interventions.edits import apply as _apply_edits  # noqa: E402
 
 APPLIERS["edits"] = _apply_edits
+
+from workers.interventions.anchors import apply as _apply_anchors  # noqa: E402
+
+APPLIERS["anchors"] = _apply_anchors
