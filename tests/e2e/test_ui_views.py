@@ -141,3 +141,39 @@ def test_methods_side_by_side_with_faithfulness(blank_page):
     assert blank_page.locator("#v [data-method]").count() == 2
     assert blank_page.locator("#v .attr-cell").count() == 2 * len(TOKENS)
     assert "comprehensiveness AOPC" in text and "2.000" in text and "1.250" in text
+
+
+def test_a_sweep_draws_a_chart_per_scalar_and_one_checkpoint_with_its_kinds_view(blank_page):
+    """A sweep's result (any kind, `sweep: true`; schemas/sweeps.py) draws as a sweep: a chart per
+    scalar with the change point's interval and the largest jump, the series as a table (a failed
+    checkpoint included), and a picked checkpoint's own result with its kind's view."""
+    from common.changepoint import analyse
+    from schemas.sweeps import SweepResult
+
+    lens = {**RESULTS["logit_lens"], "provenance": {"model": "m", "dtype": "float32", "device": "cpu",
+                                                    "kind": "logit_lens", "params": {}, "versions": {}, "elapsed_s": 1.0}}
+    steps, values = [0, 10, 100, 1000], [0.1, 0.12, 0.6, 0.65]
+    series = [{"step": st, "job_id": f"j_s{st}", "status": "finished", "scalars": {"target_prob": v}, "result": lens}
+              for st, v in zip(steps, values)]
+    series[1] = {"step": 10, "job_id": "j_s10", "status": "failed", "error": {
+        "type": "/problems/worker-lost", "title": "The worker running the job was lost", "status": 503}}
+    done = [p for p in series if p["status"] == "finished"]
+    a = analyse([p["step"] for p in done], [p["scalars"]["target_prob"] for p in done])
+    scalar = {"steps": [p["step"] for p in done], "values": [p["scalars"]["target_prob"] for p in done],
+              "largest_jump": vars(a.largest_jump), "change_point": vars(a.change_point)}
+    sweep = SweepResult.model_validate({
+        "kind": "logit_lens", "model": "m", "steps": steps, "finished": 3, "failed": 1, "canceled": 0,
+        "series": series, "scalars": {"target_prob": scalar}, "results_included": True,
+        "warnings": [{"type": "sweep-checkpoints-failed", "detail": "1 of 4 checkpoints did not finish"}],
+    }).model_dump(mode="json")
+    text = blank_page.evaluate(
+        """(result) => { const el = document.getElementById('v'); el.replaceChildren();
+             window.LanternViews.logit_lens(el, result, {}); return el.innerText; }""", sweep)
+    assert "could not draw" not in text, text
+    assert "sweep-checkpoints-failed" in text and "The worker running the job was lost" in text
+    assert blank_page.locator("#v svg.sweep-chart").count() == 1
+    assert blank_page.locator("#v svg.sweep-chart rect.change-point").count() == 1
+    assert blank_page.locator("#v svg.sweep-chart line.largest-jump").count() == 1
+    assert blank_page.locator("#v table.data").first.locator("tbody tr").count() == 4
+    assert blank_page.locator("#v select option").count() == 3  # the finished checkpoints
+    assert blank_page.locator("#v .sweep-point svg, #v .sweep-point table").count() >= 1  # logit_lens's own view

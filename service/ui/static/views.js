@@ -397,16 +397,79 @@
 
   function json(el, r) { el.append(h("pre", { class: "json", text: JSON.stringify(r, null, 1) })); }
 
+  // -- a sweep across checkpoints (any kind; result.sweep === true) ------------------------------------
+  // One chart per scalar against log(1 + step): the change point's interval shaded, the largest jump
+  // drawn thick; the series as a table; one checkpoint's own result drawn with its kind's view.
+  function stepChart(name, sc) {
+    const W = 520, H = 180, L = 48, B = 34, lx = (st) => Math.log1p(st);
+    const x0 = lx(sc.steps[0]), x1 = lx(sc.steps[sc.steps.length - 1]);
+    const lo = Math.min(...sc.values), hi = Math.max(...sc.values);
+    const X = (st) => L + ((lx(st) - x0) / (x1 - x0 || 1)) * (W - L - 14);
+    const Y = (v) => 10 + (1 - (v - lo) / (hi - lo || 1)) * (H - B - 10);
+    const svg = s("svg", { width: W, height: H, class: "sweep-chart", "data-scalar": name });
+    const cp = sc.change_point, jump = sc.largest_jump;
+    if (cp) {
+      svg.append(s("rect", { x: X(cp.previous_step), y: 10, width: Math.max(2, X(cp.step) - X(cp.previous_step)),
+        height: H - B - 10, fill: cp.sparse ? "#ffe0b2" : "#e3f2fd", class: "change-point" }));
+    }
+    svg.append(s("line", { x1: L, y1: H - B, x2: W - 10, y2: H - B, stroke: "#999" }));
+    svg.append(s("line", { x1: L, y1: 10, x2: L, y2: H - B, stroke: "#999" }));
+    svg.append(s("text", { x: (W + L) / 2, y: H - 4, "text-anchor": "middle", "font-size": 11 }, "training step (log scale)"));
+    for (const st of [sc.steps[0], sc.steps[Math.floor(sc.steps.length / 2)], sc.steps[sc.steps.length - 1]]) {
+      svg.append(s("text", { x: X(st), y: H - B + 12, "text-anchor": "middle", "font-size": 9 }, st));
+    }
+    svg.append(s("text", { x: 2, y: 14, "font-size": 10 }, fmt(hi, 3)));
+    svg.append(s("text", { x: 2, y: H - B, "font-size": 10 }, fmt(lo, 3)));
+    svg.append(s("polyline", { fill: "none", stroke: "#1565c0", "stroke-width": 1.5,
+      points: sc.steps.map((st, i) => `${X(st)},${Y(sc.values[i])}`).join(" ") }));
+    if (jump) {
+      const i = sc.steps.indexOf(jump.to_step);
+      svg.append(s("line", { x1: X(jump.from_step), y1: Y(sc.values[i - 1]), x2: X(jump.to_step), y2: Y(sc.values[i]),
+        stroke: "#c62828", "stroke-width": 3, class: "largest-jump" }));
+    }
+    sc.steps.forEach((st, i) => {
+      const dot = s("circle", { cx: X(st), cy: Y(sc.values[i]), r: 3, fill: "#1565c0" });
+      tooltip(dot, `step ${st}: ${name} = ${fmt(sc.values[i], 4)}`);
+      svg.append(dot);
+    });
+    const notes = [];
+    if (jump) notes.push(`largest jump ${fmt(jump.delta, 3)} from step ${jump.from_step} to ${jump.to_step} (red)`);
+    if (cp) notes.push(`change point at step ${cp.step} (after ${cp.previous_step}): ${fmt(cp.before, 3)} → ${fmt(cp.after, 3)}, ` +
+      `${fmt(cp.variance_explained * 100, 0)}% of the variance` + (cp.sparse ? `; too few checkpoints around it, add e.g. ${cp.suggested_steps.join(", ")}` : ""));
+    return h("div", {}, h("h3", { text: name }), svg, h("p", { class: "hint", text: notes.join(". ") }));
+  }
+  function sweep(el, r, v, kindView) {
+    const names = Object.keys(r.scalars);
+    el.append(h("p", { class: "hint", text: `Sweep of ${r.kind} over ${r.steps.length} checkpoints: ${r.finished} finished, ` +
+      `${r.failed} failed, ${r.canceled} canceled. Shaded: the interval where the change point happened (orange: checkpoints too sparse there).` }));
+    for (const w of r.warnings) el.append(h("div", { class: "banner", text: `${w.type}: ${w.detail}` }));
+    for (const name of names) el.append(stepChart(name, r.scalars[name]));
+    el.append(table(["step", "status", ...names, "error"], r.series.map((p) => [p.step, p.status,
+      ...names.map((n) => (p.scalars[n] === undefined ? "–" : fmt(p.scalars[n], 4))), p.error ? p.error.title : ""])));
+    const withResult = r.series.filter((p) => p.result);
+    if (withResult.length && kindView) {
+      const box = h("div", { class: "sweep-point" });
+      const pick = h("select", { "aria-label": "checkpoint", onchange: () => {
+        box.replaceChildren();
+        const p = withResult[Number(pick.value)];
+        kindView(box, p.result, { ...v, kind: r.kind, result: p.result });
+      } }, ...withResult.map((p, i) => h("option", { value: i, text: `step ${p.step}` })));
+      el.append(h("h3", { text: "One checkpoint's result" }), pick, box);
+      pick.dispatchEvent(new Event("change"));
+    }
+  }
+
   window.LanternViews = {
     attribution, compare, attention, logit_lens: logitLens, ffn_projection: ffn, probe, steering_fit: steering,
     attention_patterns: patterns, knowledge_neurons: neurons, knowledge_edit: edit, activation_patching: patching,
     circuit, generate, syntactic_attention: syntax, head_redundancy: redundancy, json,
   };
-  // every view also shows the raw result at the end, folded
+  // every view also shows the raw result at the end, folded; a sweep's result (any kind) draws as a sweep
   for (const [k, fn] of Object.entries(window.LanternViews)) {
     if (k === "json" || k === "compare") continue;
     window.LanternViews[k] = (el, r, v) => {
-      try { fn(el, r, v); } catch (e) { el.append(h("div", { class: "error", text: `could not draw this result: ${e.message}` })); }
+      try { if (r && r.sweep === true) sweep(el, r, v, fn); else fn(el, r, v); }
+      catch (e) { el.append(h("div", { class: "error", text: `could not draw this result: ${e.message}` })); }
       el.append(h("details", {}, h("summary", { text: "raw result (JSON)" }), h("pre", { class: "json", text: JSON.stringify(r, null, 1) })));
     };
   }
