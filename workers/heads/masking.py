@@ -8,7 +8,8 @@ Every masked variant is a real forward. One row of a batch is (text, mask config
 a batch are the texts right-padded to one length (causal models need no attention mask for that:
 padding comes after every real position; encoders get one). Where blocks can be entered mid-network
 (LLaMA-like, `workers.patching.exact.skips_layers`), a row whose first masked layer is l starts at l
-from the unmasked run's residual stream there; batches are cut by the patching engine's cost model
+from the unmasked run's residual stream there (kept for every text and layer while it fits
+RESID_BYTES; beyond, rows start at layer 0); batches are cut by the patching engine's cost model
 (`workers.patching.exact.plan`). Hooks come off after every forward; no weight is touched.
 
 The loss of a row (`Objective`):
@@ -38,6 +39,7 @@ from workers.progress import Progress, no_progress
 Head = tuple[int, int]  # (layer, query head)
 Mask = dict[Head, float]  # head -> ξ (heads not named keep ξ = 1)
 LOGIT_CHUNK = 256  # positions per unembedding call (a (chunk, V) fp32 block)
+RESID_BYTES = 2 << 30  # the most residual stream kept for mid-network starts; beyond it rows start at layer 0
 
 
 @dataclass
@@ -186,7 +188,8 @@ def base_run(lm: LM, texts: Texts, obj: Objective, counts: Counts, keep_resid: b
     """The unmasked objective per text, in batches; keeps the residual entering every block (where
     masked rows may start mid-network) and, for `embedding_drift`, the unmasked embeddings."""
     K, L = len(texts.ids), len(lm.layers)
-    keep = keep_resid and skips_layers(lm)
+    kept_bytes = sum(texts.lengths) * L * lm.embed.weight.shape[1] * torch.finfo(lm.dtype).bits // 8
+    keep = keep_resid and skips_layers(lm) and kept_bytes <= RESID_BYTES
     texts.resid = [[] for _ in range(K)]
     out = Values(torch.zeros(K, dtype=torch.float64), torch.zeros(K, dtype=torch.float64),
                  torch.zeros(K, dtype=torch.float64))
@@ -263,7 +266,7 @@ def masked_values(lm: LM, texts: Texts, rows: list[tuple[int, Mask]], obj: Objec
     """The objective of each row (text k, mask): (len(rows),) each, in row order. Rows are sorted by
     the layer their first masked head is in and batched (module docstring)."""
     L, H = len(lm.layers), n_units(lm)
-    skips = skips_layers(lm)
+    skips = skips_layers(lm) and bool(texts.resid) and all(texts.resid)  # rows start mid-network only from a kept residual stream
     starts = [min((layer for layer, _ in m), default=L) if skips else 0 for _, m in rows]
     order = sorted(range(len(rows)), key=lambda r: (starts[r], texts.lengths[rows[r][0]]))
     T = max(texts.lengths)
