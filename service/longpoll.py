@@ -80,3 +80,12 @@ async def wait_for_change(redis, job_id: str, wait_s: float) -> Snapshot:
         if now.progress != first.progress and time.monotonic() - start >= PROGRESS_EVERY_S:
             break
     return now
+
+
+async def wait_until_ended(redis, job_id: str, wait_s: float) -> Snapshot:
+    """Hold until the job has ended (finished, failed, canceled, gone) or `wait_s` has passed."""
+    deadline = time.monotonic() + wait_s
+    now = await run_in_threadpool(snapshot, redis, job_id)
+    while not ended(now) and (left := deadline - time.monotonic()) > 0:
+        now = await wait_for_change(redis, job_id, left)
+    return now

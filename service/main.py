@@ -25,7 +25,7 @@ from service.metrics import ApiMetrics, HttpMetricsMiddleware, RouteRecorder
 from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
 from service.responses import StrictJSONResponse
-from service.routes import artifacts, health, jobs, models
+from service.routes import artifacts, health, jobs, kserve, models
 from service.openapi_results import with_result_types
 from service.setting_limits import apply_to_openapi, name_limits
 from service.tokens import TokenCounter
@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(Problem(type=PROBLEM_BASE + "internal", title="Internal error", status=500))
 
-    for router in (jobs.router, models.router, artifacts.router, health.router):
+    for router in (jobs.router, models.router, kserve.router, artifacts.router, health.router):
         app.include_router(router)
     docs.install(app)  # /docs (Swagger UI, no CDN), /problems/<slug> (the problem type pages)
 

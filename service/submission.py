@@ -83,6 +83,11 @@ def submit(state, body: JobBase, owner: str, idempotency_key: str | None) -> Sub
     """Check, admit and enqueue `body` for `owner` (`state`: the app's, service/main.py). An
     Idempotency-Key seen before with the same body answers the earlier job."""
     check(state, body, owner)
+    return enqueue(state, body, owner, idempotency_key)
+
+
+def enqueue(state, body: JobBase, owner: str, idempotency_key: str | None) -> Submitted:
+    """Admit and enqueue a job `check` has passed."""
     queue, guards = state.queue, state.guards
     claim = guards.admit(owner, idempotency_key, body.model_dump(mode="json"),
                          queue=(body.model, queue.queue_key(body.model)))
