@@ -149,16 +149,26 @@ def plot(result: dict, train_log: dict | None, path: Path) -> None:
 
     rows = result["checkpoints"]
     steps = [max(r["step"], 0.5) for r in rows]  # step 0 drawn at 0.5 on the log axis
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.5), sharex=True)
-    top.plot(steps, [r["sas"] for r in rows], "o-", label="SAS (best head UAS)")
-    top.plot(steps, [r["relations"].get("nsubj", {}).get("top", {}).get("score", float("nan")) for r in rows],
-             "s--", label="nsubj: best head accuracy")
-    top.plot(steps, [r["agreement_attractor"] for r in rows], "^:", label="agreement accuracy (with attractor)")
-    top.plot(steps, [r["subject_retrieval"] for r in rows], "d-.", label="pre-verb position -> subject (best head; ours)")
-    top.plot(steps, [r["baseline"]["score"] for r in rows], color="grey", lw=1, label="best fixed-offset baseline")
-    top.set_ylabel("score")
+    fig, (top, mid, bottom) = plt.subplots(3, 1, figsize=(7.5, 9), sharex=True)
+    top.plot(steps, [r["sas"] for r in rows], "o-", color="black", label="SAS (best head's UAS, all words)")
+    top.plot(steps, [r["baseline"]["score"] for r in rows], color="black", lw=0.8, ls=":",
+             label="its best fixed-offset baseline")
+    for rel, color in (("det", "tab:blue"), ("obj", "tab:green"), ("nsubj", "tab:red")):
+        vals = [r["relations"].get(rel, {}).get("top", {}).get("score", float("nan")) for r in rows]
+        base = [r["relations"].get(rel, {}).get("baseline", float("nan")) for r in rows]
+        top.plot(steps, vals, "s-", color=color, ms=4, label=f"{rel}: best head's accuracy")
+        top.plot(steps, base, color=color, lw=0.8, ls=":")
+    top.set_ylabel("attachment score")
     top.set_ylim(0, 1.02)
-    top.legend(fontsize=8, loc="upper left")
+    top.legend(fontsize=7, loc="upper left")
+    mid.plot(steps, [r["agreement_attractor"] for r in rows], "^-", color="tab:purple",
+             label="agreement accuracy (subject and verb separated by an attractor)")
+    mid.plot(steps, [r["subject_retrieval"] for r in rows], "d-", color="tab:orange",
+             label="pre-verb position attends most to the subject (best head; ours)")
+    mid.axhline(0.5, color="grey", lw=0.8, ls=":")
+    mid.set_ylabel("share of sentences")
+    mid.set_ylim(0, 1.02)
+    mid.legend(fontsize=7, loc="upper left")
     if train_log:
         loss = train_log["loss"]
         w = 20
@@ -168,8 +178,9 @@ def plot(result: dict, train_log: dict | None, path: Path) -> None:
     bottom.set_ylabel("loss (nats/token)")
     bottom.set_xscale("log")
     bottom.set_xlabel("training step (log; step 0 at 0.5)")
-    bottom.legend(fontsize=8)
-    fig.suptitle(f"{result['model']}: syntactic attention and loss across training", fontsize=10)
+    bottom.legend(fontsize=7)
+    fig.suptitle(f"{result['model']}: syntactic attention, agreement and loss across training (dotted: baselines)",
+                 fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -180,10 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", type=Path, default=Path(".lantern/checkpoints/grammar-llama/models.json"))
     p.add_argument("--out", type=Path, default=Path("bench/results/checkpoints_sas.json"))
     p.add_argument("--png", type=Path, default=Path("docs/img/checkpoints_sas.png"))
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from --out")
     a = p.parse_args(argv)
-    result = evaluate(a.models)
     train_log_path = a.models.parent / "train_log.json"
     train_log = json.loads(train_log_path.read_text()) if train_log_path.exists() else None
+    if a.plot_only:
+        plot(json.loads(a.out.read_text()), train_log, a.png)
+        return
+    result = evaluate(a.models)
     if train_log:
         result["training"] = {k: v for k, v in train_log.items() if k != "loss"}
     steps = [r["step"] for r in result["checkpoints"]]
