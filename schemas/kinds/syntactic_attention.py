@@ -50,6 +50,13 @@ class DependencySentence(Strict):
                 raise ValueError(f"word {i} is its own head")
         if all(h == 0 for h in self.heads):
             raise ValueError("every word is a root: no dependency to score")
+        for i in range(1, n + 1):  # a tree: every word's chain of heads reaches the root
+            seen, w = set(), i
+            while w != 0:
+                if w in seen:
+                    raise ValueError(f"word {i}'s heads form a cycle: not a tree")
+                seen.add(w)
+                w = self.heads[w - 1]
         return self
 
 

@@ -187,6 +187,7 @@ def test_the_offset_baseline_is_clarks():
     ({"words": ["a", "b", "c"], "heads": [2, 0]}, "same length"),
     ({"words": ["a", "b"], "heads": [0, 0]}, "every word is a root"),
     ({"words": ["a b", "c"], "heads": [2, 0]}, "pattern"),
+    ({"words": ["a", "b", "c"], "heads": [2, 1, 0]}, "cycle"),
 ])
 def test_bad_trees_are_refused_at_validation(sentence, message):
     with pytest.raises(ValidationError, match=message):
@@ -220,3 +221,24 @@ def test_the_loss_is_the_models_own_and_scalars_name_sas_and_loss(tiny_llama, ti
     assert scalars["sas"] == res.sas and scalars["loss"] == res.loss
     assert scalars["sas:nsubj"] == next(r.top[0].score for r in res.relations if r.relation == "nsubj")
     assert syntactic_attention.run(tiny_bert, job(tiny_bert), Context()).loss is None  # an encoder has no LM loss
+
+
+def test_the_grammar_gives_trees_with_agreement_and_one_token_per_word():
+    from bench.train_checkpoints import build_tokenizer
+    from schemas.kinds.syntactic_attention import DependencySentence
+    from workers.datasets.grammar import INTRANSITIVE, NOUNS, TRANSITIVE, sentences
+
+    tok = build_tokenizer()
+    attractors = 0
+    for s in sentences(300, seed=3):
+        DependencySentence(**s.dict())  # a valid tree (acyclic, one word per head)
+        assert s.heads.count(0) == 1 and s.heads[s.verb] == 0 and s.words[-1] == "."
+        subject = next(i for i, (h, r) in enumerate(zip(s.heads, s.relations)) if h == s.verb + 1 and r == "nsubj")
+        form = 0 if s.subject_number == "sg" else 1
+        assert s.words[subject] in {pair[form] for pair in NOUNS}  # the head noun has the subject's number
+        assert s.words[s.verb] in {pair[form] for pair in (*TRANSITIVE, *INTRANSITIVE)}  # and so has the verb
+        attractors += any(w == pair[1 - form] for w in s.words[subject + 1:s.verb] for pair in NOUNS)
+        ids = tok(" ".join(s.words))["input_ids"]
+        assert len(ids) == len(s.words) + 1 and tok.unk_token_id not in ids  # <s> + one token per word
+        assert parse_conllu(s.conllu())[0].heads == s.heads
+    assert 30 < attractors < 200  # long-range agreement across an attractor is common, not universal
