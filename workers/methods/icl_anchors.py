@@ -176,11 +176,17 @@ def run(lm: LM, job: IclAnchorsJob, ctx: Context) -> IclAnchorsResult:
         more = None
         if params.compare_more_demos:
             demos = list(inp.demonstrations or []) + [LabeledText(text=e.text, label=e.label) for e in inp.fit_examples or []]
-            more_prompts = [query_prompt(lm, inp, task, demos, q, ["input", "fit_examples"], limits) for q in inp.all_queries]
-            more_runner = PrefixRunner(lm, more_prompts, task.label_ids)
-            with torch.no_grad():
-                zm = torch.cat([more_runner.forward(b).cpu() for b in more_runner.batches(query_rows)])
-            more = _accuracy(zm, more_prompts)
+            try:
+                more_prompts = [query_prompt(lm, inp, task, demos, q, ["input", "fit_examples"], limits)
+                                for q in inp.all_queries]
+            except BadInput as e:  # the longer prompts are over max_prompt_tokens: the comparison only is skipped
+                warnings.append(ResultWarning(type="more-demos-skipped", detail=f"with the fit examples as "
+                                              f"demonstrations: {e.detail}"))
+            else:
+                more_runner = PrefixRunner(lm, more_prompts, task.label_ids)
+                with torch.no_grad():
+                    zm = torch.cat([more_runner.forward(b).cpu() for b in more_runner.batches(query_rows)])
+                more = _accuracy(zm, more_prompts)
         progress(1.0)
         data = {
             "method": "anchor_reweighting", "n_layers": len(lm.layers), "n_heads": int(beta.shape[1]),
