@@ -75,7 +75,7 @@ class HeadRedundancyParams(JobParams):
     random_control: bool = Field(
         False, description="also build the distance matrix on random token sequences of the same lengths and "
         "report how far its structure agrees with the texts' (Bian et al.'s task-agnostic finding)")
-    seed: int = Field(0, description="random_control: the seed of the random sequences")
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = Field(0, description="random_control: the seed of the random sequences")
 
     @model_validator(mode="after")
     def _consistent(self) -> HeadRedundancyParams:
