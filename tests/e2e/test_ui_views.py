@@ -106,6 +106,21 @@ RESULTS = {
                         "forwards": 20, "masked_rows": 14,
                         "provenance": {"model": "smollm2-135m", "dtype": "float32", "device": "cpu",
                                        "kind": "head_redundancy", "params": {}, "versions": {}, "elapsed_s": 1.0}},
+    "icl_anchors": {"labels": ["positive", "negative"], "label_tokens": [" positive", " negative"], "n_layers": 3,
+                    "n_heads": 2, "tokens": ["Review", ":", " good", "\n", "Sent", ":", " positive", "\n", "Review", ":",
+                                             " bad", "\n", "Sent", ":"],
+                    "label_positions": [6], "target_position": 13,
+                    "flows": {"s_wp": [0.3, 0.1, 0.0], "s_pq": [0.05, 0.4, 0.6], "s_ww": [0.1, 0.05, 0.01],
+                              "n_queries": 2, "loss": "gold"},
+                    "predictions": [{"predicted": "positive", "gold": "positive", "probs": {"positive": 0.7, "negative": 0.3}},
+                                    {"predicted": "positive", "gold": "negative", "probs": {"positive": 0.6, "negative": 0.4}}],
+                    "accuracy": 0.5, "auc": {"auc": [0.4, 0.7, 0.9], "r": [-0.1, 0.2, 1.0], "n_queries": 2, "classes_predicted": 2},
+                    "reweighting": {"anchors_id": "an_" + "0" * 32, "accuracy_before": 0.5, "accuracy_after": 1.0,
+                                    "accuracy_more_demos": 0.5, "loss_before": 0.7, "loss_after": 0.3, "fit_loss": [0.7, 0.4],
+                                    "beta": [[[0.1, -0.1], [0.0, 0.2]], [[0.3, -0.2], [0.1, 0.0]], [[0.5, -0.5], [0.0, 0.1]]],
+                                    "predictions_after": [], "n_fit": 4},
+                    "provenance": {"model": "smollm2-135m", "dtype": "float32", "device": "cpu",
+                                   "kind": "icl_anchors", "params": {}, "versions": {}, "elapsed_s": 1.0}},
 }
 
 

@@ -281,6 +281,25 @@
         hs(x.top[0]), fmt(x.top[0].score), x.top.slice(1).map((t) => `${hs(t)} ${fmt(t.score, 2)}`).join(", "), `${fmt(x.baseline.score)} (${x.baseline.offset})`])));
   }
 
+  // -- label words as anchors (Wang et al. 2023) --------------------------------------------------
+  function anchors(el, r) {
+    const f = r.flows, a = r.auc, rw = r.reweighting;
+    const marks = new Set(r.label_positions);
+    el.append(h("p", { class: "hint", text: `Labels ${r.labels.map((l, i) => `${l} (${JSON.stringify(r.label_tokens[i])})`).join(", ")}; accuracy ${fmt(r.accuracy)} over ${r.predictions.length} quer${r.predictions.length === 1 ? "y" : "ies"}.` }),
+      h("div", { class: "prompt" }, ...r.tokens.map((t, i) => h("span", { class: "tok", style: marks.has(i) ? "background:#ffcc80" : i === r.target_position ? "background:#90caf9" : "", text: tok(t) }))));
+    if (f) el.append(lineChart([{ name: "S_wp text→label", color: "#2e7d32", values: f.s_wp }, { name: "S_pq label→target", color: "#c62828", values: f.s_pq },
+      { name: "S_ww other", color: "#1565c0", values: f.s_ww }], { title: `Information flow per layer (mean saliency, ${f.n_queries} quer${f.n_queries === 1 ? "y" : "ies"})`, xTitle: "layer" }));
+    if (a) el.append(lineChart([{ name: "AUC-ROC", color: "#6a1b9a", values: a.auc }, ...(a.r ? [{ name: "R_l", color: "#f9a825", values: a.r }] : [])],
+      { title: `Target's attention on label words as a predictor of the answer (${a.n_queries} queries)`, xTitle: "layer" }));
+    if (rw) {
+      el.append(h("h3", { text: `Anchor re-weighting (${rw.anchors_id}, ${rw.n_fit} fit examples)` }),
+        table(["", "accuracy", "loss"], [["vanilla", fmt(rw.accuracy_before), fmt(rw.loss_before)], ["re-weighted", fmt(rw.accuracy_after), fmt(rw.loss_after)],
+          ...(rw.accuracy_more_demos !== null && rw.accuracy_more_demos !== undefined ? [["fit examples as demonstrations", fmt(rw.accuracy_more_demos), "–"]] : [])]));
+      r.labels.forEach((label, c) => el.append(grid(rw.beta.map((row) => row.map((hb) => hb[c])), { title: `β for "${label}" [layer][head]`, diverging: true,
+        rowLabels: rw.beta.map((_, i) => "L" + i), colLabels: rw.beta[0].map((_, j) => "H" + j), xTitle: "head", yTitle: "layer", cell: 14, left: 50, top: 40, legend: "β" })));
+    }
+  }
+
   // -- knowledge neurons and edits ----------------------------------------------------------------
   function neurons(el, r) {
     const W = 520, H = 200, L = 40, B = 30, ns = r.neurons;
@@ -462,7 +481,7 @@
   window.LanternViews = {
     attribution, compare, attention, logit_lens: logitLens, ffn_projection: ffn, probe, steering_fit: steering,
     attention_patterns: patterns, knowledge_neurons: neurons, knowledge_edit: edit, activation_patching: patching,
-    circuit, generate, syntactic_attention: syntax, head_redundancy: redundancy, json,
+    circuit, generate, syntactic_attention: syntax, head_redundancy: redundancy, icl_anchors: anchors, json,
   };
   // every view also shows the raw result at the end, folded; a sweep's result (any kind) draws as a sweep
   for (const [k, fn] of Object.entries(window.LanternViews)) {
