@@ -49,6 +49,7 @@ def run_job(payload: dict) -> dict:
     metrics.BUSY.set(1)
     lm = MODELS.get(model_id)
     hooks_before = hook_ids(lm.model) if lm is not None else set()
+    checkpoint_hooks = {id(m): hook_ids(m) for m in CHECKPOINTS.models()}  # the checkpoints held now
     outcome = "failed"
     out = None
     if job is not None:
@@ -75,6 +76,10 @@ def run_job(payload: dict) -> dict:
         if lm is not None and (left := remove_hooks_since(lm.model, hooks_before)):
             log.error("job left %d hooks on %s; removed", left, model_id)
             metrics.LEFTOVER_HOOKS.inc(left)
+        for model in CHECKPOINTS.models():  # the same last line for a checkpoint (one loaded in this job: none before)
+            if left := remove_hooks_since(model, checkpoint_hooks.get(id(model), set())):
+                log.error("job left %d hooks on a checkpoint of %s; removed", left, model_id)
+                metrics.LEFTOVER_HOOKS.inc(left)
         if job is not None and outcome == "finished":
             _update_runtime(job.connection, model_id, kind, elapsed)
         if job is not None:  # a Redis RPUSH only: delivery runs on the webhook worker

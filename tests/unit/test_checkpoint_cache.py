@@ -11,6 +11,7 @@ from schemas.models import ModelSpec
 from tests.tiny import tokenizer
 from workers import metrics, tasks
 from workers.errors import BadInput
+from workers.internals.hooks import hook_count
 from workers.models.checkpoints import CheckpointCache, module_bytes, step_of
 from workers.models.loading import wrap
 
@@ -118,3 +119,30 @@ def test_a_run_over_more_checkpoints_than_fit_finishes(base, monkeypatch):
     # different weights, different answers: each job really ran on its own step
     tops = {s: str(r["layers"]) for s, r in results.items()}
     assert len(set(tops.values())) > 1
+
+
+def test_a_hook_left_on_a_checkpoint_is_removed_and_counted(base, monkeypatch, tmp_path):
+    """run_job's last line (remove and count leftover hooks) covers the checkpoint a job ran on."""
+    from types import SimpleNamespace
+
+    from workers import registry
+
+    cache = CheckpointCache(budget_bytes=10 * module_bytes(base.model))
+    monkeypatch.setattr(tasks, "CHECKPOINTS", cache)
+    monkeypatch.setitem(tasks.MODELS, base.id, base)
+    real = registry.REGISTRY["logit_lens"]
+
+    def leaky(lm, job, ctx):
+        lm.layers[0].register_forward_hook(lambda m, a, o: None)
+        return real.run(lm, job, ctx)
+
+    monkeypatch.setitem(registry.REGISTRY, "logit_lens", SimpleNamespace(run=leaky))
+    monkeypatch.setattr(tasks, "REGISTRY", registry.REGISTRY)
+    before = metrics.LEFTOVER_HOOKS._value.get()
+    payload = {"kind": "logit_lens", "model": base.id, "input": {"prompt": "Hello world"},
+               "params": {"layers": [1], "top_k": 1}}
+    for step in (1, 1):  # loaded in the first job, cached for the second
+        out = tasks.run_job({**payload, "checkpoint": step})
+        assert out["provenance"]["checkpoint"] == 1
+        assert hook_count(cache.get(base, 1).model) == 0
+    assert metrics.LEFTOVER_HOOKS._value.get() == before + 2

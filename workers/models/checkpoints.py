@@ -111,6 +111,10 @@ class CheckpointCache:
         """Bytes held now (the sum of the entries' module bytes)."""
         return sum(size for _, size in self._entries.values())
 
+    def models(self) -> list[nn.Module]:
+        """The modules held now (the worker sweeps them for hooks a job left, as it does the base model)."""
+        return [lm.model for lm, _ in self._entries.values()]
+
     def keys(self) -> list[tuple[str, int]]:
         """(model id, step) held now, least recently used first."""
         return list(self._entries)
