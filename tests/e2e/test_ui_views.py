@@ -140,7 +140,9 @@ def blank_page():
 
 @pytest.mark.parametrize("kind", sorted(RESULTS))
 def test_view_draws_its_kind(blank_page, kind):
-    KINDS[kind].result.model_validate(RESULTS[kind])  # the shape is the wire contract's
+    provenance = {"model": "m", "dtype": "float32", "device": "cpu", "kind": kind, "params": {}, "versions": {},
+                  "elapsed_s": 0.1}  # the worker stamps it on every result (required since the method protocol)
+    KINDS[kind].result.model_validate({**RESULTS[kind], "provenance": provenance})  # the shape is the wire contract's
     text = blank_page.evaluate(
         """([kind, result]) => { const el = document.getElementById('v'); el.replaceChildren();
              window.LanternViews[kind](el, result, {}); return el.innerText; }""", [kind, RESULTS[kind]])
