@@ -9,7 +9,8 @@
 - the shared-prefix batches equal full forwards (plain and re-weighted), the target's attention on the
   label words equals HF's own `output_attentions`, the AUC equals a rank (Mann-Whitney) computation;
 - re-weighting persists nothing: weights bit-identical, no hook, the attention implementation restored,
-  β = 0 is the plain model; the β are stored as an `anchors` artifact.
+  β = 0 is the plain model. (A job storing β, and the `anchors` intervention reading it back, need the
+  artifact store in Redis: tests/integration/test_icl_anchors.py.)
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
-from redis import Redis
 
-from common.artifacts import ArtifactStore
 from schemas.facts import Facts
 from schemas.jobs import parse_job
 from schemas.limits import Limits
@@ -41,13 +40,9 @@ from workers.anchors.core import (
     target_attention,
 )
 from workers.anchors.prompts import marked_prompt, query_prompt, task_of
-from workers.context import Context
 from workers.errors import BadInput
 from workers.internals.hooks import hook_count
-from schemas.kinds.icl_anchors import AnchorsRef
 from workers.interventions.anchors import _session, anchored, find_positions, reweight_edit
-from workers.interventions.anchors import apply as apply_anchors
-from workers.methods import attribution, generate, icl_anchors
 from workers.models.loading import wrap
 
 WORDS = {"pos": "Mary", "neg": "John"}  # single tokens of the tiny tokenizer (" Mary", " John")
@@ -72,11 +67,6 @@ def prompts_of(lm, req):
 
 def loss_of(z: torch.Tensor, y: int) -> torch.Tensor:
     return F.cross_entropy(z[None].double(), torch.tensor([y]))
-
-
-@pytest.fixture(scope="module")
-def store(redis_url):
-    return ArtifactStore(Redis.from_url(redis_url), owner="tenant-anchors")
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +152,7 @@ def test_the_saliency_equals_finite_differences_of_the_loss(gpt2_64):
     lm = gpt2_64
     task, prompts = prompts_of(lm, job(lm))
     p = prompts[1]
-    maps, z0 = saliency(lm, p.ids, task.label_ids, p.gold)
+    maps, _z0 = saliency(lm, p.ids, task.label_ids, p.gold)
 
     def loss_scaled(layer: int, i: int, j: int, eps: float) -> float:
         def edit(l, A, q0):
@@ -362,7 +352,7 @@ def test_zero_beta_is_the_plain_model_and_nothing_persists(tiny_llama):
         for renorm in (False, True):
             same = runner.forward(rows, edit=reweight_edit(zero, cols, classes, runner.targets(rows), renorm))
             assert torch.allclose(plain, same, atol=1e-6)
-    beta, history = fit_beta(runner, [0, 1, 2, 3], [0, 1, 0, 1], 2, epochs=4, lr=0.5, batch_size=2, seed=0,
+    _beta, history = fit_beta(runner, [0, 1, 2, 3], [0, 1, 0, 1], 2, epochs=4, lr=0.5, batch_size=2, seed=0,
                              renormalize=False)
     assert history[-1] < history[0]  # Adam lowers the fit loss
     with pytest.raises(RuntimeError, match="boom"), anchored(lm, edit=lambda l, A, q0: A):
@@ -373,30 +363,6 @@ def test_zero_beta_is_the_plain_model_and_nothing_persists(tiny_llama):
         assert torch.equal(runner.forward(rows), plain)  # no β left behind
 
 
-def test_a_job_reports_every_analysis_and_stores_beta(tiny_llama, store):
-    lm = tiny_llama
-    fit = [{"text": "hello world again", "label": "pos"}, {"text": "the lazy dog", "label": "neg"},
-           {"text": "a tiny world", "label": "pos"}, {"text": "two plus three", "label": "neg"}]
-    req = job(lm, fit_examples=fit, params={"epochs": 5, "lr": 0.5, "flow_queries": 2})
-    weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    res = icl_anchors.run(lm, req, Context(store=store))
-    assert all(torch.equal(v, weights[k]) for k, v in lm.model.state_dict().items())
-    assert res.flows.n_queries == 2 and len(res.flows.s_pq) == 3
-    assert len(res.predictions) == len(QUERIES) and res.labels == ["pos", "neg"] and res.label_tokens == [" Mary", " John"]
-    gold = [q["label"] for q in QUERIES]
-    assert res.accuracy == pytest.approx(np.mean([p.predicted == g for p, g in zip(res.predictions, gold)]))
-    rw = res.reweighting
-    assert rw.accuracy_after == pytest.approx(np.mean([p.predicted == g for p, g in zip(rw.predictions_after, gold)]))
-    assert np.array(rw.beta).shape == (3, 6, 2) and len(rw.fit_loss) == 5 and rw.accuracy_more_demos is not None
-    view = store.get("anchors", rw.anchors_id, lm.id)
-    assert view.data["beta"] == rw.beta
-    assert lm.token_strings(view.data["label_token_ids"]) == res.label_tokens
-    assert view.data["labels"] == ["pos", "neg"] and view.data["n_heads"] == 6 and view.data["n_fit"] == 4
-    assert (res.auc is None) == any(w.type == "auc-undefined" for w in res.warnings)
-    if res.auc is not None:
-        assert len(res.auc.auc) == 3
-
-
 # -- the `anchors` intervention on later jobs -------------------------------------------------------
 def test_find_positions_reads_label_words_after_the_slot_and_the_last_slot_as_target():
     slot, labels = [7, 8], [50, 60]
@@ -404,61 +370,3 @@ def test_find_positions_reads_label_words_after_the_slot_and_the_last_slot_as_ta
     assert find_positions(ids, slot, labels) == ([4, 8], [0, 1], 15)
     assert find_positions(ids + [60], slot, labels) == ([4, 8], [0, 1], 15)  # the answer is not a demonstration
     assert find_positions([1, 2, 3], slot, labels) == ([], [], None)
-
-
-@pytest.fixture(scope="module")
-def fitted(tiny_llama, store):
-    """β fitted by a job on the tiny LLaMA, and the job's prompts."""
-    lm = tiny_llama
-    fit = [{"text": "hello world again", "label": "pos"}, {"text": "the lazy dog", "label": "neg"}]
-    res = icl_anchors.run(lm, job(lm, fit_examples=fit, params={"analyses": ["reweighting"], "epochs": 3, "lr": 1.0}),
-                          Context(store=store))
-    task, prompts = prompts_of(lm, job(lm))
-    return res, task, prompts
-
-
-def test_stored_anchors_reweight_a_later_forward_as_the_fit_did(tiny_llama, store, fitted):
-    lm = tiny_llama
-    res, task, prompts = fitted
-    beta = torch.tensor(res.reweighting.beta)
-    assert float(beta.abs().max()) > 0.1
-    runner = PrefixRunner(lm, prompts, task.label_ids)
-    cols, classes = torch.tensor(prompts[0].label_positions), torch.tensor(prompts[0].label_classes)
-    rows = list(range(len(prompts)))
-    with torch.no_grad():
-        want = runner.forward(rows, edit=reweight_edit(beta, cols, classes, runner.targets(rows)))  # (Q, C)
-        plain = runner.forward(rows)
-    weights = {k: v.clone() for k, v in lm.model.state_dict().items()}
-    hooks = hook_count(lm.model)
-    for scale, expected in ((1.0, want), (0.0, plain)):
-        ref = AnchorsRef(anchors_id=res.reweighting.anchors_id, scale=scale)
-        with torch.no_grad(), apply_anchors(lm, ref, store):
-            got = torch.stack([label_logits(lm.model(input_ids=torch.tensor([p.ids])).logits[0, -1], task.label_ids)
-                               for p in prompts])
-        assert torch.allclose(got, expected, atol=1e-5), scale
-    assert hook_count(lm.model) == hooks and lm.config._attn_implementation == "sdpa"
-    assert all(torch.equal(v, weights[k]) for k, v in lm.model.state_dict().items())
-
-
-def test_generate_and_attribution_jobs_apply_the_anchors(tiny_llama, store, fitted):
-    lm = tiny_llama
-    res, task, prompts = fitted
-    p = prompts[2]
-    prompt = lm.tokenizer.decode(p.ids, skip_special_tokens=True)
-    beta = torch.tensor(res.reweighting.beta)
-    edit = reweight_edit(beta, torch.tensor(p.label_positions), torch.tensor(p.label_classes), torch.tensor([p.target]))
-    with torch.no_grad(), anchored(lm, edit=edit):
-        logp = torch.log_softmax(lm.model(input_ids=torch.tensor([p.ids])).logits[0, -1].double(), -1)  # (V,)
-    with torch.no_grad():
-        plain = torch.log_softmax(lm.model(input_ids=torch.tensor([p.ids])).logits[0, -1].double(), -1)
-    anchors = {"anchors_id": res.reweighting.anchors_id}
-    gen = parse_job({"kind": "generate", "model": lm.id, "input": {"prompt": prompt},
-                     "params": {"max_new_tokens": 2, "anchors": anchors}})
-    out = generate.run(lm, gen, Context(store=store))
-    first = out.token_ids[0]
-    assert out.token_logprobs[0] == pytest.approx(float(logp[first]), abs=1e-4)
-    assert abs(float(logp[first]) - float(plain[first])) > 1e-4  # the anchors changed it
-    att = parse_job({"kind": "attribution", "model": lm.id, "input": {"prompt": prompt, "target": " Mary"},
-                     "params": {"method": "saliency", "anchors": anchors}})
-    scores = attribution.run(lm, att, Context(store=store))
-    assert scores.target_logprobs[0] == pytest.approx(float(logp[task.label_ids[0]]), abs=1e-4)

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from transformers import DynamicCache
 
-from workers.interventions.anchors import Edit, Observe, anchored, reweight_edit
 from workers.anchors.prompts import Prompt
 from workers.internals.decoding import CACHE_ARG
+from workers.interventions.anchors import Edit, Observe, anchored, reweight_edit
 from workers.models.loading import LM
 from workers.progress import Progress, no_progress
 
@@ -153,10 +153,10 @@ def target_attention(runner: PrefixRunner, rows: Sequence[int], n_classes: int,
         t = runner.targets(batch) - runner.P  # (B,) rows of the suffix
         b = torch.arange(len(batch), device=t.device)
 
-        def observe(layer: int, A: torch.Tensor) -> None:  # A: (B, H, s, P + s)
+        def observe(layer: int, A: torch.Tensor, b=b, t=t, start=done) -> None:  # A: (B, H, s, P + s)
             on_words = A[b, :, t][:, :, cols].float().sum(1)  # (B, m)
-            per_class = torch.zeros(len(batch), n_classes, device=A.device).index_add_(1, classes, on_words)
-            scores[done:done + len(batch), layer] = per_class.cpu()
+            per_class = torch.zeros(len(b), n_classes, device=A.device).index_add_(1, classes, on_words)
+            scores[start:start + len(b), layer] = per_class.cpu()
 
         with torch.no_grad():
             logits[done:done + len(batch)] = runner.forward(batch, observe=observe).cpu()
@@ -169,7 +169,7 @@ def auc_per_layer(scores: np.ndarray, predicted: np.ndarray) -> tuple[list[float
     """scores (Q, L, C), predicted (Q,) class indices -> AUC-ROC per layer of the scores as a predictor
     of `predicted` (the reference notebook's `get_auc_roc_score`), and how many classes were predicted.
     Raises ValueError when fewer than 2 classes are predicted (AUC undefined)."""
-    present = sorted(set(int(p) for p in predicted))
+    present = sorted({int(p) for p in predicted})
     if len(present) < 2:
         raise ValueError("the model predicts one class only")
     out = []
