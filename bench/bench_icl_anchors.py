@@ -84,7 +84,8 @@ def main() -> None:
             print(f"{l:5d}  {f.s_wp[l]:.2e}  {f.s_pq[l]:.2e}  {f.s_ww[l]:.2e}  {auc}")
         print(f"accuracy {res.accuracy:.3f}; re-weighting: {r.accuracy_before:.3f} -> {r.accuracy_after:.3f} "
               f"(loss {r.loss_before:.3f} -> {r.loss_after:.3f}); with the fit examples as demonstrations "
-              f"{r.accuracy_more_demos}; warnings {[w.type for w in res.warnings]}", flush=True)
+              f"{r.accuracy_more_demos}; answers {a.counts if a else None}; warnings {[w.type for w in res.warnings]}",
+              flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(runs, indent=1))  # after every run
 

@@ -167,6 +167,8 @@ class Auc(Strict):
                                               "Σ_i(AUC_i − 0.5) is 0")
     n_queries: int
     classes_predicted: int
+    counts: dict[str, int] = Field(description="the model's answers per label over the queries: an AUC over few "
+                                               "answers of one label is noisy")
 
 
 class Reweighting(Strict):

@@ -136,7 +136,8 @@ def run(lm: LM, job: IclAnchorsJob, ctx: Context) -> IclAnchorsResult:
             r = cumulative_share(auc)
             if r is None:
                 warnings.append(ResultWarning(type="r-undefined", detail="Σ(AUC_l − 0.5) is 0: R_l is undefined"))
-            result_auc = Auc(auc=auc, r=r, n_queries=len(prompts), classes_predicted=n_present)
+            counts = {k: int((predicted == c).sum()) for c, k in enumerate(task.labels)}
+            result_auc = Auc(auc=auc, r=r, n_queries=len(prompts), classes_predicted=n_present, counts=counts)
         except ValueError:
             warnings.append(ResultWarning(
                 type="auc-undefined", detail="the model gives the same answer to every query: the AUC of the "
