@@ -104,6 +104,16 @@ end
 return {'ok', n}
 """
 
+# KEYS: the tenant's counters of the current 1 s and 60 s windows. ARGV: their TTLs. Returns the counts.
+_RATE = """
+local counts = {}
+for i = 1, 2 do
+  counts[i] = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[i])
+end
+return counts
+"""
+
 # KEYS[1]: an address's failure counter. ARGV: 1 = this attempt failed (count it), window seconds.
 # Returns {failures in the window, seconds left in it}.
 _AUTH_FAILURES = """
@@ -152,20 +162,19 @@ class Guards:
         self.settings = settings
         self.aio = aio
         self._admit = connection.register_script(_ADMIT)
+        self._rate = connection.register_script(_RATE)
         self._auth_failures = connection.register_script(_AUTH_FAILURES)
 
     # -- rate ---------------------------------------------------------------------------------
     def _rate_windows(self) -> tuple[tuple[int, int], ...]:
         return (1, self.settings.rate_limit_per_s), (60, self.settings.rate_limit_burst_per_min)
 
-    def _count_rate(self, pipe, tenant: str, now: float) -> None:
-        for window, _ in self._rate_windows():
-            key = _rate_key(tenant, window, int(now // window))
-            pipe.incr(key)
-            pipe.expire(key, window + 1)
+    def _rate_script_args(self, tenant: str, now: float) -> dict:
+        windows = [w for w, _ in self._rate_windows()]
+        return {"keys": [_rate_key(tenant, w, int(now // w)) for w in windows], "args": [w + 1 for w in windows]}
 
-    def _rate_verdict(self, replies: list, now: float) -> None:
-        for (window, limit), count in zip(self._rate_windows(), replies[::2]):
+    def _rate_verdict(self, counts: list, now: float) -> None:
+        for (window, limit), count in zip(self._rate_windows(), counts):
             if count > limit:
                 retry = max(1, int(window - now % window + 0.999))
                 raise ProblemError(429, "rate-limited", "Too many requests",
@@ -174,18 +183,14 @@ class Guards:
 
     def rate(self, tenant: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self.redis.pipeline(transaction=False) as pipe:
-            self._count_rate(pipe, tenant, now)
-            self._rate_verdict(pipe.execute(), now)
+        self._rate_verdict(self._rate(**self._rate_script_args(tenant, now)), now)
 
     async def rate_async(self, tenant: str) -> None:
         """`rate` on the event loop (on `aio`; without it, on the thread pool)."""
         if self.aio is None:
             return await run_in_threadpool(self.rate, tenant)
         now = time.time()
-        async with self.aio.client().pipeline(transaction=False) as pipe:
-            self._count_rate(pipe, tenant, now)
-            self._rate_verdict(await pipe.execute(), now)
+        self._rate_verdict(await self.aio.script(_RATE)(**self._rate_script_args(tenant, now)), now)
 
     # -- failed authentications ---------------------------------------------------------------
     def _auth_verdict(self, n: int, ttl: int, failed: bool) -> int:

@@ -12,6 +12,7 @@ seen at once (a model with none is re-read every time), and one that has stopped
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 from redis import Redis
@@ -19,13 +20,14 @@ from redis import Redis
 from schemas.keys import WORKER_PATTERN
 
 CACHE_S = 1.0
-SCAN_COUNT = 5000  # keys a SCAN step looks at: few round trips on a keyspace of many jobs
+SCAN_COUNT = 1000  # keys a SCAN step looks at: each step blocks Redis ~1 ms on a keyspace of many jobs
 
 
 class Heartbeats:
     def __init__(self, connection: Redis):
         self.redis = connection
         self._snapshot: tuple[float, list[dict]] = (float("-inf"), [])
+        self._reading = threading.Lock()  # one refresh of a stale snapshot at a time
 
     def read(self) -> list[dict]:
         """Every live worker's facts, each with `model_ids`."""
@@ -41,13 +43,19 @@ class Heartbeats:
         return workers
 
     def holding(self, model: str) -> list[dict]:
-        """The live workers that hold `model` (see the module docstring for how fresh)."""
+        """The live workers that hold `model` (see the module docstring for how fresh). While one
+        thread refreshes a stale snapshot that holds the model, the others answer from it."""
         taken, workers = self._snapshot
-        if time.monotonic() - taken < CACHE_S:
-            found = [w for w in workers if model in w["model_ids"]]
+        found = [w for w in workers if model in w["model_ids"]]
+        if found and time.monotonic() - taken < CACHE_S:
+            return found
+        if found and not self._reading.acquire(blocking=False):
+            return found
+        try:
+            return [w for w in self.read() if model in w["model_ids"]]
+        finally:
             if found:
-                return found
-        return [w for w in self.read() if model in w["model_ids"]]
+                self._reading.release()
 
     def facts(self, model: str) -> dict | None:
         """The facts a live worker publishes for `model` (`LM.facts()`); None: no live worker holds it."""

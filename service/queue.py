@@ -39,6 +39,15 @@ from service.heartbeats import Heartbeats
 from service.problems import PROBLEM_BASE
 
 TASK = "workers.tasks.run_job"
+# Run in the enqueue's MULTI, after the job is pushed: record it in the owner's index (bounded, expiring)
+# and read what the answer needs. KEYS: the index, the model's queue, its run-time hash. ARGV: job id,
+# now, index size, index TTL, kind. Returns {queue length (the job is last), average run s or nil}.
+_RECORD = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return {redis.call('LLEN', KEYS[2]), redis.call('HGET', KEYS[3], ARGV[5])}
+"""
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 _STATUS = {
@@ -102,12 +111,11 @@ class JobQueue:
                 meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
                 pipeline=pipe,
             )
-            pipe.zadd(index, {job_id: time.time()})
-            pipe.zremrangebyrank(index, 0, -settings.jobs_index_size - 1)
-            pipe.expire(index, max(settings.result_ttl_s, settings.failure_ttl_s))
-            pipe.llen(queue.key)  # the job is the last: position = length - 1 (MULTI: nothing in between)
-            pipe.hget(run_seconds_key(request.model), request.kind)  # type: ignore[attr-defined]
-            *_, length, avg = pipe.execute()
+            # EVAL, not EVALSHA: a pipeline would check SCRIPT EXISTS first (one more round trip)
+            pipe.eval(_RECORD, 3, index, queue.key, run_seconds_key(request.model), job_id, time.time(),
+                      settings.jobs_index_size, max(settings.result_ttl_s, settings.failure_ttl_s),
+                      request.kind)  # type: ignore[attr-defined]
+            length, avg = pipe.execute()[-1]  # the job is the last: position = length - 1
         view = self.view_of(job, position=length - 1)
         return view, self._retry_after(view, avg)
 
