@@ -13,6 +13,7 @@ from service import submission
 from service.deps import GuardsDep, Owner, QueueDep, SettingsDep
 from service.longpoll import wait_for_change
 from service.problems import ProblemError, not_found
+from service.responses import StrictJSONResponse
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 PROBLEM = {"content": {"application/problem+json": {}}}
@@ -26,7 +27,7 @@ def _poll_headers(queue, view: JobView) -> dict[str, str]:
 
 
 @router.post("", status_code=202, response_model=JobView, responses=ERRORS)
-async def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examples())], response: Response,  # type: ignore[valid-type]
+async def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examples())],  # type: ignore[valid-type]
                  owner: Owner, request: Request,
                  idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> JobView:
     """Submit a job. `Idempotency-Key` (per tenant, kept `idempotency_ttl_s`): the same key and body
@@ -34,8 +35,9 @@ async def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examp
     # async with one thread-pool hop for the sync work (FastAPI would add a second one, to validate
     # a sync route's answer)
     submitted = await run_in_threadpool(submission.submit, request.app.state, body, owner, idempotency_key)
-    response.headers.update(submitted.headers)
-    return submitted.view
+    # the view as FastAPI would write it, without validating again the model we just built
+    return StrictJSONResponse(submitted.view.model_dump(mode="json", by_alias=True), status_code=202,
+                              headers=submitted.headers)
 
 
 @router.get("", response_model=JobPage)
