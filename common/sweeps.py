@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from redis import Redis
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
+from rq.results import Result as RQResult
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
@@ -270,6 +271,10 @@ def finalize(connection: Redis, parent: Job, children: list[Child] | None = None
         pipe.expire(parent.key, ttl)
         pipe.zrem(SWEEPS_OPEN, parent.id)
         pipe.zrem(active_jobs_key(parent.meta.get("owner", "anonymous")), parent.id)
+        for c in children:  # they were kept while the sweep could run; now they live as long as its result
+            if c.ended:
+                pipe.expire(Job.key_for(c.job_id), ttl)
+                pipe.expire(RQResult.get_key(c.job_id), ttl)
         pipe.execute()
     notify(connection, parent, outcome, result=data, error=problem)
     return outcome

@@ -145,6 +145,10 @@ def test_a_sweep_equals_single_jobs_per_checkpoint(client, r, loaded):
     assert (probs["largest_jump"]["from_step"], probs["largest_jump"]["to_step"]) == (STEPS[i], STEPS[i + 1])
     assert probs["change_point"]["step"] in STEPS[1:]
     assert r.zscore(SWEEPS_OPEN, sweep["id"]) is None and r.zscore(active_jobs_key("anonymous"), sweep["id"]) is None
+    # once finalized, the children live as long as the sweep's result, not as long as the sweep could have run
+    ttl = Settings().result_ttl_s
+    assert 0 < r.ttl(f"rq:job:{child_id(sweep['id'], STEPS[0])}") <= ttl
+    assert 0 < r.ttl(f"rq:results:{child_id(sweep['id'], STEPS[0])}") <= ttl
     listed = client.get("/v1/jobs").json()["jobs"]
     assert sweep["id"] in [j["id"] for j in listed] and not any(j["id"].startswith(sweep["id"] + "_") for j in listed)
 
