@@ -37,16 +37,17 @@ from contextlib import contextmanager
 
 import torch
 
-from bench.common import fmt_s, load_smollm2, prompt_of_tokens
+from bench.common import fmt_s, load_smollm2
 from bench.kinds import run_kind
 
-PROMPT_TOKENS = 16
+# natural text whose greedy continuation re-tokenises to the same ids at 8 and 32 tokens (checked in Case)
+PROMPT = "The weather was warm and the streets were full of people who had come to see the"
 LENGTHS = (8, 32)
 STEPS = int(os.environ.get("GEN_ATTR_STEPS", "16"))
 METHODS = ("integrated_gradients", "input_x_gradient", "occlusion")
 # (warm-up, repeats) per continuation length, the same for every tool; the 32-token rows follow the
-# 8-token rows of the same method in the same process, so every tool is already warm there
-SCHEDULE = {8: (1, 3), 32: (0, 1)}
+# 8-token rows in the same process, so every tool is already warm there
+SCHEDULE = {8: (1, 2), 32: (0, 1)}
 INSEQ_METHOD = {"integrated_gradients": "integrated_gradients", "input_x_gradient": "input_x_gradient",
                 "occlusion": "occlusion"}
 
@@ -69,13 +70,15 @@ class Case:
         self.prompt = prompt
         self.prompt_ids = lm.encode(prompt).ids
         with torch.no_grad():
+            # min_new_tokens: the end-of-text token is masked until T tokens (greedy otherwise)
             out = lm.model.generate(torch.tensor([self.prompt_ids], device=lm.device), max_new_tokens=T,
-                                    do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
+                                    min_new_tokens=T, do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
         ids = out[0, len(self.prompt_ids):].tolist()
         self.text = lm.tokenizer.decode(ids)
         again = lm.tokenizer(self.text, add_special_tokens=False)["input_ids"]
-        if again != ids:
-            raise RuntimeError(f"the continuation does not re-tokenise to its ids: {ids} -> {again}")
+        joint = lm.tokenizer(prompt + self.text, add_special_tokens=False)["input_ids"]  # what Inseq tokenises
+        if again != ids or joint != self.prompt_ids + ids or set(ids) & set(lm.tokenizer.all_special_ids):
+            raise RuntimeError(f"the continuation does not re-tokenise to its ids: {ids} -> {again}, {joint}")
         self.target_ids = ids
         self.T = len(ids)
         self.n = len(self.prompt_ids)
@@ -206,20 +209,24 @@ def checks(lm, case: Case, method: str, outputs: dict) -> dict:
     return out
 
 
-def collect() -> dict:
+def collect(on_row=None) -> dict:
+    """Every method at 8 tokens, then every method at 32; `on_row(data so far)` after each row."""
     torch.set_num_threads(1)
     lm = load_smollm2()
-    prompt = prompt_of_tokens(lm, PROMPT_TOKENS)
+    prompt = PROMPT
     cases = {T: Case(lm, prompt, T) for T in LENGTHS}
-    before = load_avg()
-    rows = []
-    for method in METHODS:
-        wrapped = inseq_model(lm, method)
-        for T in LENGTHS:
-            rows.append(row(lm, cases[T], method, wrapped))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    return {"prompt": prompt, "continuation": cases[max(LENGTHS)].text, "rows": rows, "load_before": before,
-            "load_after": load_avg(), "commit": commit}
+    rows: list[dict] = []
+    data = {"prompt": prompt, "continuation": cases[max(LENGTHS)].text, "rows": rows, "load_before": load_avg(),
+            "commit": commit}
+    wrapped = {method: inseq_model(lm, method) for method in METHODS}
+    for T in LENGTHS:
+        for method in METHODS:
+            rows.append(row(lm, cases[T], method, wrapped[method]))
+            data["load_after"] = load_avg()
+            if on_row:
+                on_row(data)
+    return data
 
 
 NAMES = {"integrated_gradients": f"IG ({STEPS} steps)", "input_x_gradient": "input×gradient",
@@ -268,7 +275,7 @@ def section(data: dict) -> str:
         "batch on every side. Inseq 0.7: `inseq.load_model(model, method)` on the loaded model, "
         "`.attribute(prompt, generated_texts=prompt + continuation, attributed_fn=\"probability\", "
         "logprob=True)`. Median seconds; each row ran the tools interleaved with the same warm-up and "
-        "repeats (the 32-token rows run after the 8-token rows of the same method, warm). Code: "
+        "repeats (the 32-token rows run after the 8-token rows, warm). Code: "
         "bench/bench_generation_attribution.py.",
         "",
         *head,
