@@ -28,8 +28,9 @@ import torch
 
 from bench.common import fmt_s, load_smollm2, prompt_of_tokens
 
-LENGTHS = (128, 256)
+LENGTHS = tuple(int(n) for n in os.environ.get("ATTENTION_PEERS_LENGTHS", "128,256").split(","))
 SCHEDULE = {128: (1, 3), 256: (1, 1)}  # (warm-up, repeats), the same for every variant
+REPEATS = os.environ.get("ATTENTION_PEERS_REPEATS")  # overrides the schedule's repeats (a busy machine)
 MEASURES = ("weights", "norms", "summed_norms")
 
 
@@ -119,7 +120,8 @@ def collect() -> dict:
         check = {"maps_vs_tl": max_diffs(ours, theirs), "kind_vs_tl": max_diffs(kind_maps(kind), theirs)}
         print(n, check, flush=True)
         del ours, theirs, kind
-        warmup, repeats = SCHEDULE[n]
+        warmup, repeats = SCHEDULE.get(n, (1, 1))
+        repeats = int(REPEATS) if REPEATS else repeats
         timed = timed_interleaved({"Lantern (attention_maps, tensors)": lambda: lantern_maps(lm, ids),
                                    "Lantern (attention kind, whole result)": lambda: lantern_kind(lm, prompt),
                                    "TransformerLens 4.3 (run_with_cache + norms)": lambda: tl_norms(bridge, ids)},
