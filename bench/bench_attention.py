@@ -1,8 +1,8 @@
 """Attention weights, norms and summed norms (all three measures, every layer and head) on SmolLM2
 at 128 and 512 tokens: Lantern's per-layer hooks with Gram-matrix summed norms, against a naive
-per-layer materialisation of the (heads, n, n, d) tensor of weighted vectors (what the Kobayashi et
-al. reference code does), and TransformerLens-style caching (every layer's pattern and values kept
-first, as `run_with_cache` would, then the same materialisation), in one process on the same input.
+per-layer materialisation of the (heads, n, n, d) tensor of weighted vectors (in-house code: the
+algorithm of the Kobayashi et al. reference implementation), in one process on the same input. The
+comparison with the real TransformerLens is bench/bench_attention_peers.py.
 
 Runs on CUDA when there is one (bf16 model, as a worker runs it), else on the CPU (fp32).
 `python -m bench.bench_attention` on a GPU machine writes its section to $OUT (the bundled GGUF is
@@ -54,19 +54,8 @@ def naive(lm, ids):
     return out
 
 
-def cached(lm, ids):
-    """TransformerLens-style: cache every layer's pattern and values, then materialise per layer."""
-    cache = {}
-
-    def on_layer(layer, alpha, v):
-        cache[layer] = (alpha.clone(), v.clone())
-    with torch.no_grad(), attention_parts(lm, list(range(len(lm.layers))), on_layer):
-        forward(lm, ids)
-    return {layer: _materialised(lm, layer, *cache.pop(layer)) for layer in sorted(cache)}
-
-
-VARIANTS = {"Lantern (hooks, Gram summed norms)": ours, "naive materialisation": naive,
-            "TransformerLens-style cache": cached}
+VARIANTS = {"Lantern (hooks, Gram summed norms)": ours,
+            "naive materialisation (in-house: the reference code's algorithm)": naive}
 
 
 def _rss_kb(field: str) -> int:
@@ -167,8 +156,8 @@ def section(data: dict) -> str:
     lines += ["", "The naive tensor is heads × n × n × d floats per layer (9 × 512 × 512 × 576 × 4 B = 5.4 GB at "
               "512 tokens); Lantern's summed norms need the per-key heads × heads Gram matrices and two "
               "heads × n × n arrays instead, and most of its peak is the returned maps themselves "
-              "(2 × 30 × 9 × n² floats for weights and norms). TransformerLens-style caching adds every "
-              "layer's pattern and values on top of the same materialisation.", ""]
+              "(2 × 30 × 9 × n² floats for weights and norms). The real TransformerLens, run as a user "
+              "writes it, is in the next section (bench/bench_attention_peers.py).", ""]
     return "\n".join(lines)
 
 

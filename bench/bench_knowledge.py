@@ -1,15 +1,13 @@
-"""Knowledge neurons on SmolLM2-135M: locate time and the located-vs-random figures.
+"""Knowledge neurons on SmolLM2-135M: the located-vs-random figures.
 
-- locate time: one fact with 3 paraphrases, all 30 layers, 20 IG steps (Gauss-Legendre), ours
-  (`workers.internals.ffn`: every layer in one batched pass over single-token rows that share the prompt's
-  KV cache) against the same integral computed one layer at a time as the reference code does
-  (github.com/Hunter-DDM/knowledge-neurons, `1_analyze_mlm.py`: per layer, a batch of `n_steps`
-  copies of the whole prompt with that layer's activation scaled, forward + backward), and the
-  largest difference between the two score tensors;
 - figures (docs/knowledge.md): for each fact, without and with the control filter, the answer's
   probability with the located neurons suppressed, with as many random neurons of the same layers
   suppressed, on control facts (the other facts' first prompts, which the filter uses) and on held-out
   controls (which it does not), as mean relative changes; and the `update` edit's scores.
+
+The locate time against the published knowledge-neurons package, whole, is
+bench/bench_knowledge_peers.py (the in-house re-implementation of the reference code that was timed
+here, on 6 of 30 layers and extrapolated, is gone).
 
 `python -m bench.run knowledge` writes the section; both runs use fp32 on the same device.
 `specificity` (`python -m bench.run knowledge_specificity`, its own section) measures the default
@@ -18,7 +16,6 @@
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from contextlib import contextmanager
@@ -143,68 +140,6 @@ def load():
     return load_model(spec)
 
 
-def reference_layer_ig(lm, ids: list[int], answer: int, layer: int, n_steps: int) -> torch.Tensor:
-    """One layer's IG as the reference computes it: n_steps full-prompt copies, scaled at that layer."""
-    from workers.internals.ffn import clean_activations, ffn_out_modules
-    from workers.internals.hooks import hooks
-    from workers.numerics.quadrature import quadrature
-
-    m, _ = clean_activations(lm, ids[:-1], ids[-1])
-    alphas, weights = quadrature("gausslegendre", n_steps)
-    a = torch.tensor(alphas, device=lm.device)[:, None]
-    points = (a * m[layer][None]).detach().requires_grad_(True)  # (S, inter)
-
-    def put(module, args):
-        x = args[0].clone()
-        x[:, -1] = points
-        return (x,)
-
-    with hooks(pre=[(ffn_out_modules(lm)[layer], put)]):
-        logits = lm.model(input_ids=torch.tensor([ids] * n_steps, device=lm.device), logits_to_keep=1).logits
-    prob = logits[:, -1].float().softmax(-1)[:, answer]
-    (g,) = torch.autograd.grad(prob, points, grad_outputs=torch.tensor(weights, device=lm.device))
-    return m[layer].float() * g.float().sum(0)
-
-
-def _sync(lm):
-    if lm.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timing(lm, repeats: int = int(os.environ.get("KN_BENCH_REPEATS", "1")),
-           ref_layers: int = int(os.environ.get("KN_BENCH_REF_LAYERS", "6"))) -> tuple[str, float]:
-    """`ref_layers` < 30: the reference is timed on that many evenly spaced layers and scaled to 30
-    (its cost per layer is one full-prompt batch; the spread of layers averages the backward depth)."""
-    from workers.internals.ffn import fact_attributions
-    from workers.knowledge.neurons import encode_answer
-
-    answer, prompts = FACTS[0]
-    a = encode_answer(lm, answer)
-    ids = [lm.encode(p).ids for p in prompts]
-    n_layers = len(lm.layers)
-    picked = sorted({round(i * (n_layers - 1) / max(1, ref_layers - 1)) for i in range(ref_layers)})
-    scale = n_layers / len(picked)
-    ours_t, ref_t, diff = [], [], 0.0
-    for _ in range(repeats):
-        _sync(lm)
-        t = time.perf_counter()
-        ours = [fact_attributions(lm, x, a, 20, "gausslegendre") for x in ids]
-        _sync(lm)
-        ours_t.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        ref = [torch.stack([reference_layer_ig(lm, x, a[0], layer, 20) for layer in picked]) for x in ids]
-        _sync(lm)
-        ref_t.append(scale * (time.perf_counter() - t))
-        diff = max(float((o[picked] - r).abs().max() / r.abs().max()) for o, r in zip(ours, ref))
-    o, r = statistics.median(ours_t), statistics.median(ref_t)
-    note = f" (timed on layers {picked}, × {scale:.0f})" if len(picked) < n_layers else ""
-    rows = [f"| all layers in one batched pass, shared KV cache (ours) | {o:.2f} |",
-            f"| one layer at a time, whole prompt per step (reference code){note} | {r:.2f} |"]
-    table = ("| locate: 3 paraphrases × 30 layers × 20 steps | seconds |\n| --- | --- |\n" + "\n".join(rows)
-             + f"\n\nSpeed-up {r / o:.1f}×; largest score difference {diff:.1e} of the max score.")
-    return table, r / o
-
-
 # the control filter: off, on at the fact's threshold (0.2), on at the default (0.1)
 SETTINGS = [("off", {"filter_controls": False}), ("on, 0.2", {"contrast_threshold": 0.2}), ("on, 0.1", {})]
 # controls that no run filters with: the located neurons' effect on these is out of sample
@@ -321,9 +256,8 @@ def run() -> str:
     # one thread: on a shared 2-core machine two OpenMP threads spin on each other (bench_perturbation)
     torch.set_num_threads(1)
     lm = load()
-    table, _ = timing(lm)
     fig, ig_pass = figures(lm)
-    return ("## Knowledge neurons (SmolLM2-135M, fp32)\n\n" + table + "\n\nLocated vs random neurons "
+    return ("## Knowledge neurons (SmolLM2-135M, fp32)\n\n" + "Located vs random neurons "
             "(3 paraphrases per fact, all layers, 20 steps, threshold 0.2, adaptive sharing; mean relative "
             "change of the answer's probability), without the control filter and with it (`filter_controls`, "
             "contrast_ratio 0.1: drop a candidate whose score is over `contrast_threshold` (0.2 or 0.1, the "

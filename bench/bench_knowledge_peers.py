@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import os
-import statistics
 import subprocess
 import time
 
