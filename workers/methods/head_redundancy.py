@@ -91,6 +91,9 @@ def run(lm: LM, job: HeadRedundancyJob, ctx: Context) -> HeadRedundancyResult:
     layers = resolve_indices(params.layers, L, ["params", "layers"], "layers", "n_layers")
     heads = [(layer, h) for layer in layers for h in range(H)]
     N = len(heads)
+    if N < 2:
+        msg = f"{N} head selected; redundancy compares heads: select layers with at least two heads in all"
+        raise BadInput(msg, [FieldError(loc=["params", "layers"], msg=msg, type="too_few_heads")])
     if (size := N * N * BYTES_PER_ENTRY) > ctx.limits.max_result_bytes:
         fit = max(1, int((ctx.limits.max_result_bytes / BYTES_PER_ENTRY) ** 0.5) // H)
         msg = (f"{N} heads make a {N}×{N} matrix of about {size} bytes, over max_result_bytes="
