@@ -28,6 +28,7 @@ from schemas.jobs import parse_job
 from schemas.limits import Limits
 from schemas.models import ModelSpec
 from tests.tiny import tiny_gpt2 as make_tiny_gpt2
+from tests.tiny import tiny_llama as make_tiny_llama
 from tests.tiny import tokenizer
 from workers.anchors.core import (
     PrefixRunner,
@@ -270,8 +271,8 @@ def test_prefix_batches_equal_full_forwards_plain_and_reweighted(model, request)
     assert float((plain - edited).abs().max()) > 1e-4  # the edit does something
 
 
-def test_the_targets_attention_on_label_words_is_hfs_own(tiny_llama):
-    lm = tiny_llama
+def test_the_targets_attention_on_label_words_is_hfs_own():
+    lm = make_tiny_llama()  # its own: `output_attentions` makes transformers install hooks it keeps
     task, prompts = prompts_of(lm, job(lm))
     runner = PrefixRunner(lm, prompts, task.label_ids, max_rows=4)
     scores, _ = target_attention(runner, list(range(len(prompts))), 2)  # (Q, L, C)
