@@ -159,8 +159,6 @@ def measure() -> dict:
                   "pruned": res.pruning.n_heads, "loss_after": res.pruning.loss_after,
                   "relative_change": res.pruning.relative_change, "next_loss": res.pruning.next_loss,
                   "random": res.random_control.model_dump()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "head_redundancy_smollm2.json").write_text(json.dumps(res.model_dump(mode="json")))
     out["load_after_job"] = _load()
 
     sub = _subset(L, H, PER_HEAD_SUBSET)
