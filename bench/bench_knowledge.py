@@ -133,7 +133,7 @@ def specificity(lm) -> str:
 
 
 def load():
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.models.loading import load_model
 
     spec = load_registry()["smollm2-135m"].model_copy(update={"dtype": "float32"})

@@ -29,7 +29,7 @@ def run() -> str:
     from captum.attr import FeatureAblation, KernelShap, Lime, LLMAttribution, TextTokenInput
 
     from schemas.jobs import parse_job
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.context import Context
     from workers.methods.attribution import run as attribute
     from workers.models.loading import load_model

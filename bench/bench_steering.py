@@ -151,7 +151,7 @@ def _store():
 
 
 def _smollm2():
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.models.loading import load_model
 
     return load_model(load_registry()["smollm2-135m"])

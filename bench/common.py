@@ -19,7 +19,7 @@ TEXT = ("When Mary and John went to the store, John gave a drink to Mary. The we
 
 @functools.cache
 def load_smollm2():
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.models.loading import load_model
 
     return load_model(load_registry()["smollm2-135m"])

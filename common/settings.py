@@ -21,6 +21,8 @@ class ProcessSettings(BaseSettings):
     log_level: str = "INFO"
     metrics_host: str | None = Field(None, description="address the metrics endpoints bind; default: `host`")
     embedded_redis_port: int = Field(6390, description="`lantern run`: the port of the Redis it starts")
+    models_file: str | None = Field(None, description="a JSON list of registry entries (schemas/models.py ModelSpec)")
+    models: str | None = Field(None, description="the same JSON inline")
 
     # -- webhooks: the API checks them at submit, the webhook worker when it delivers ----------------
     webhook_secrets: str | None = Field(None, description="`tenant=whsec_...` pairs: a tenant's default webhook secret")

@@ -10,8 +10,8 @@ from pydantic import Field
 from redis import Redis
 
 from common.settings import ProcessSettings
+from common.webhook_events import build_entry
 from schemas.keys import WEBHOOK_QUEUE
-from schemas.webhook_events import build_entry
 
 log = logging.getLogger("lantern.webhooks")
 

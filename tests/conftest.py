@@ -32,7 +32,7 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.models.loading import load_model
 
     return load_model(load_registry()["smollm2-135m"])
@@ -40,7 +40,7 @@ def smollm2():
 
 @pytest.fixture(scope="session")
 def minilm():
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.models.loading import load_model
 
     return load_model(load_registry()["minilm-l6"])

@@ -24,10 +24,10 @@ from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
 
 from common.metrics_server import metrics_host, serve
+from common.registry import load_registry
 from common.settings import ProcessSettings
 from delivery import reaper
 from schemas.keys import queue_name, tokenizer_digest_key, tokenizer_key, worker_key
-from schemas.models import load_registry
 from workers import metrics, tasks
 from workers.models.loading import load_model
 

@@ -26,9 +26,9 @@ import torch
 from redis import Redis
 from rq.job import Job
 
+from common.registry import load_registry
 from schemas.examples import EXAMPLES
 from schemas.jobs import KINDS
-from schemas.models import load_registry
 from workers import metrics, tasks
 from workers.internals.hooks import hook_count
 from workers.registry import REGISTRY

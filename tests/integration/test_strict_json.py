@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from common import webhook_queue as webhooks
+from common.webhook_events import build_entry
 from schemas.jobs import JobLinks, JobStatus, JobView
 from schemas.keys import WEBHOOK_QUEUE
-from schemas.webhook_events import build_entry
 from service.config import Settings
 from service.main import create_app
 

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from redis import Redis
 
+from common.webhook_events import build_entry
 from common.webhook_queue import WebhookSettings
 from delivery.webhooks import Deliverer
 from schemas.keys import WEBHOOK_RETRIES, webhook_secret_key
 from schemas.keys import webhook_status_key as status_key
-from schemas.webhook_events import build_entry
 
 SECRET = "whsec_" + "QUNNRS1zZWNyZXQtZm9yLXdlYmhvb2stdGVzdHMtMDE="
 

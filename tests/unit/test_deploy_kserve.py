@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from schemas.models import load_registry
+from common.registry import load_registry
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "kserve" / "inferenceservice.yaml"
 

@@ -1,4 +1,4 @@
-"""Webhook signing, backoff and the SSRF guard (delivery/webhooks.py, schemas/webhook_urls.py).
+"""Webhook signing, backoff and the SSRF guard (delivery/webhooks.py, common/webhook_urls.py).
 
 Signatures are checked with the reference `standardwebhooks` package; the guard is checked on
 literal addresses of every refused class and on names resolved by a stub resolver (no DNS)."""
@@ -16,8 +16,8 @@ from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from common.webhook_queue import WebhookSettings
+from common.webhook_urls import UnsafeURL, check_url, is_public, parse_networks
 from delivery.webhooks import backoff, message_id, sign
-from schemas.webhook_urls import UnsafeURL, check_url, is_public, parse_networks
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
