@@ -48,7 +48,7 @@ def _submit(i: int) -> bytes:
 
 @functools.cache
 def _model():
-    from schemas.models import load_registry
+    from common.registry import load_registry
     from workers.models.loading import load_model
 
     return load_model(load_registry()[MODEL])
