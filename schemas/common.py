@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 MAX_PROMPT_CHARS = 32_768
 
 Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
-ModelId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")]
+MODEL_ID_PATTERN = r"^[A-Za-z0-9._:/-]+$"
+ModelId = Annotated[str, Field(min_length=1, max_length=128, pattern=MODEL_ID_PATTERN)]
 
 
 class Strict(BaseModel):

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
+from schemas.common import MODEL_ID_PATTERN
 from schemas.jobs import JobStatus, JobView
 from schemas.kinds.attribution import AttributionInput, AttributionJob, AttributionParams
 from schemas.kserve import ExplainPending, ExplainRequest, ExplainResponse
@@ -72,7 +73,8 @@ def _submit_all(state, body: ExplainRequest, jobs: list[AttributionJob], owner: 
 
 @router.post("/v1/models/{name}:explain", response_model=ExplainResponse,
              responses={202: {"model": ExplainPending}, **{s: PROBLEM for s in (401, 404, 409, 413, 422, 429, 503)}})
-async def explain(name: str, body: ExplainRequest, request: Request, owner: Owner,
+async def explain(name: Annotated[str, Path(min_length=1, max_length=128, pattern=MODEL_ID_PATTERN)],
+                  body: ExplainRequest, request: Request, owner: Owner,
                   wait: Annotated[float | None, Query(ge=0, le=3600, description=(
                       "seconds to hold the request for the explanations (default and cap: max_wait_s)"))] = None,
                   idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None):
