@@ -15,17 +15,16 @@ def job_of(lm, kind: str, input: dict, params: dict | None = None):
     return parse_job({"kind": kind, "model": lm.id, "input": input, "params": params or {}})
 
 
-def run_kind(lm, kind: str, input: dict, params: dict | None = None):
-    """`workers.methods.<kind>.run(lm, job)` with no progress reporting and the default limits."""
+def run_kind(lm, kind: str, input: dict, params: dict | None = None, limits=None):
+    """`workers.methods.<kind>.run(lm, job, ctx)` with no progress reporting and `limits` (default: the
+    settings' defaults)."""
     module = importlib.import_module(f"workers.methods.{kind}")
     job = job_of(lm, kind, input, params)
-    params = inspect.signature(module.run).parameters
-    if "progress" in params:  # the protocol before workers.context
+    signature = inspect.signature(module.run).parameters
+    if "progress" in signature:  # the protocol before workers.context
         from workers.progress import no_progress
 
-        return module.run(lm, job, no_progress)
-    if "ctx" in params and params["ctx"].default is inspect.Parameter.empty:
-        from workers.context import Context
+        return module.run(lm, job, no_progress, limits)
+    from workers.context import Context
 
-        return module.run(lm, job, Context())
-    return module.run(lm, job)
+    return module.run(lm, job, Context(limits=limits) if limits is not None else Context())
