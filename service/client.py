@@ -257,7 +257,7 @@ class Client:
 
     # -- artifacts: steering profiles (steering_fit) and edit sets (knowledge_edit) --------------
     def artifacts(self, kind: str, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
-        """`kind`: "steering-profiles" or "edits"."""
+        """`kind`: "steering-profiles", "edits" or "anchors"."""
         return self._call("GET", f"/v1/{kind}", params={"limit": limit, "offset": offset}).json()["items"]
 
     def artifact(self, kind: str, artifact_id: str) -> dict[str, Any]:
