@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from schemas.common import FieldError
 from schemas.kinds.icl_anchors import IclAnchorsInput, LabeledText, Query
 from schemas.limits import Limits, over
 from workers.errors import BadInput
@@ -78,8 +79,7 @@ def _space_before_marks(prompt: str) -> str:
     return before[len(before.rstrip()):]
 
 
-def _err(loc: list[str | int], msg: str):
-    from schemas.common import FieldError
+def _err(loc: list[str | int], msg: str) -> FieldError:
     return FieldError(loc=loc, msg=msg, type="invalid_input")
 
 
