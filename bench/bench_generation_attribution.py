@@ -263,7 +263,7 @@ def section(data: dict) -> str:
         "## Attribution of a generated continuation: Lantern vs Captum and Inseq",
         "",
         f"SmolLM2-135M fp32, CPU, one torch thread. Prompt ({rows[0]['n']} tokens): `{data['prompt']}`; "
-        f"its greedy continuation (32 tokens; the 8-token rows use its first 8): `{data['continuation']}`. "
+        f"its greedy continuation (32 tokens; the 8-token rows use its first 8): `{data['continuation']!r}`. "
         "Scores of every continuation token on every prompt token (target token × prompt token, "
         "log-probability of the target token, earlier target tokens as context). Lantern: the `attribution` "
         "kind with `input.target` the continuation, `baseline: pad`, `fix_first_token` and "

@@ -144,14 +144,15 @@ def collect(check: list[dict] | None = None, facts=FACTS, on_row=None) -> dict:
 
 
 def _neurons(ns: list) -> str:
-    return ", ".join(f"L{a}.{b}" for a, b in ns) or "none"
+    """The count and the layers they sit in."""
+    return f"{len(ns)} ({', '.join(map(str, sorted({a for a, _ in ns})))})" if ns else "0"
 
 
 def section(data: dict) -> str:
     rows = data["rows"]
     lt, pt = sum(r["lantern_s"] for r in rows), sum(r["package_s"] for r in rows)
     lines = ["## Knowledge neurons: Lantern vs the `knowledge-neurons` package (SmolLM2-135M, fp32, CPU, 1 thread)", "",
-             "Locating the knowledge neurons of 5 facts (3 paraphrases each, all 30 layers × 1,536 neurons, 20 IG "
+             f"Locating the knowledge neurons of {len(rows)} of the {len(FACTS)} facts of bench_knowledge (3 paraphrases each, all 30 layers × 1,536 neurons, 20 IG "
              "steps, threshold 0.2 × the prompt's max, kept when coarse on at least 2 of 3 prompts, no control "
              "prompts). Package: knowledge-neurons 0.0.2 (EleutherAI, PyPI) `KnowledgeNeurons.get_refined_neurons"
              "(prompts, answer, p=0.5, steps=20, batch_size=10, coarse_adaptive_threshold=0.2)` on a copy of the "
@@ -163,13 +164,13 @@ def section(data: dict) -> str:
              "`riemann_trapezoid`); its time includes the suppression/enhancement read-outs the package's "
              "locate does not do. One timed run of each per fact, interleaved, after the same warm-up (one "
              "untimed locate of the first prompt on each side). Code: bench/bench_knowledge_peers.py.", "",
-             "| fact | Lantern s | package s | Lantern × | neurons Lantern | neurons package | common |",
+             "| fact | Lantern s | package s | Lantern × | neurons Lantern (layers) | neurons package (layers) | common |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['fact']} | {r['lantern_s']:.1f} | {r['package_s']:.1f} | "
                      f"**{r['package_s'] / r['lantern_s']:.1f}×** | {_neurons(r['lantern'])} | "
                      f"{_neurons(r['package'])} | {r['common']} |")
-    lines.append(f"| **5 facts** | **{lt:.1f}** | **{pt:.1f}** | **{pt / lt:.1f}×** | "
+    lines.append(f"| **{len(rows)} facts** | **{lt:.1f}** | **{pt:.1f}** | **{pt / lt:.1f}×** | "
                  f"{sum(len(r['lantern']) for r in rows)} | {sum(len(r['package']) for r in rows)} | "
                  f"{sum(r['common'] for r in rows)} |")
     lines += ["", "Agreement of the scores, checked before timing, on the first fact's prompts (every neuron of every "
