@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from schemas.artifacts import ARTIFACT_KINDS
 from tests.attack.conftest import MODEL, gen
 
 pytestmark = pytest.mark.slow
@@ -25,9 +26,8 @@ def owned(stack):
         job = r.json()["id"]
     assert stack.wait(job)["status"] == "finished"
     store = ArtifactStore(stack.redis, "acme")
-    profile = store.put("steering-profiles", MODEL, {"heads": [[0, 1]], "secret_marker": "acme-only"}).id
-    edit = store.put("edits", MODEL, {"neurons": [[0, 3]], "secret_marker": "acme-only"}).id
-    return {"jobs": job, "steering-profiles": profile, "edits": edit}
+    ids = {kind: store.put(kind, MODEL, {"secret_marker": "acme-only"}).id for kind in ARTIFACT_KINDS}
+    return {"jobs": job, **ids}  # every artifact kind the API serves
 
 
 def _operations(spec: dict):
@@ -59,7 +59,7 @@ def test_every_route_and_verb_hides_other_tenants(stack, owned):
             assert r.headers["content-type"] == "application/problem+json"
             assert owned[resource] not in r.text and "acme" not in r.text
             checked += 1
-        assert checked >= 6  # jobs, steering-profiles, edits: GET and DELETE each
+        assert checked >= 2 * (1 + len(ARTIFACT_KINDS))  # jobs and every artifact kind: GET and DELETE each
         # the owner still sees all three (beta's DELETE did nothing)
         for resource, rid in owned.items():
             assert acme.get(f"/v1/{resource}/{rid}").status_code == 200, resource
