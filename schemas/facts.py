@@ -23,12 +23,10 @@ from pydantic import BaseModel, ConfigDict
 from schemas.common import FieldError
 
 
-class Facts(BaseModel):
-    """A model's published facts (any of them may be unknown) and the request's prompt length."""
+class ModelShape(BaseModel):
+    """A model's shape as its workers publish it (None: no live worker has said); the API's model
+    view (service/routes/models.py) and the facts the checks read share it."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    task: str | None = None
     n_layers: int | None = None
     n_heads: int | None = None
     n_kv_heads: int | None = None
@@ -36,6 +34,14 @@ class Facts(BaseModel):
     hidden_size: int | None = None
     intermediate_size: int | None = None
     vocab_size: int | None = None
+
+
+class Facts(ModelShape):
+    """A model's published facts (any of them may be unknown) and the request's prompt length."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    task: str | None = None
     has_mask_token: bool | None = None
     has_chat_template: bool | None = None
     n_tokens: int | None = None  # the prompt (`input.prompt` or rendered `messages`), as the model counts it

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from schemas.facts import ModelShape
 from schemas.models import ModelSpec
 from service.deps import QueueDep, RegistryDep
 from service.problems import not_found
@@ -26,18 +27,11 @@ class CheckpointView(BaseModel):
     revision: str | None = None
 
 
-class ModelView(BaseModel):
+class ModelView(ModelShape):
     id: str
     task: str
     workers: int
     architecture: str | None = None
-    n_layers: int | None = None
-    n_heads: int | None = None
-    n_kv_heads: int | None = None
-    head_dim: int | None = None
-    hidden_size: int | None = None
-    intermediate_size: int | None = None
-    vocab_size: int | None = None
     device: str | None = None
     dtype: str | None = None
     revision: str | None = None
