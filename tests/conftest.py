@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -121,12 +122,12 @@ class Service:
         return view
 
 
-@pytest.fixture(scope="session")
-def service(redis_url) -> Iterator[Service]:
-    """API + one worker holding both bundled models, as subprocesses, on database 15."""
+@contextmanager
+def running_service(redis_url: str, models: tuple[str, ...], **env_extra: str) -> Iterator[Service]:
+    """An API and one worker holding `models`, as subprocesses; `env_extra`: more LANTERN_* settings."""
     port = free_port()
     env = {**os.environ, "LANTERN_REDIS_URL": redis_url, "LANTERN_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **env_extra}
     api = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port)], cwd=ROOT, env=env)
     svc = Service(f"http://127.0.0.1:{port}", env)
     try:
@@ -140,8 +141,8 @@ def service(redis_url) -> Iterator[Service]:
             if time.monotonic() > deadline or api.poll() is not None:
                 raise RuntimeError("the API did not start")
             time.sleep(0.2)
-        svc.start_worker(*E2E_MODELS)
-        svc.wait_for_models(E2E_MODELS)
+        svc.start_worker(*models)
+        svc.wait_for_models(models)
         yield svc
     finally:
         for p in [*svc.workers, api]:
@@ -151,3 +152,10 @@ def service(redis_url) -> Iterator[Service]:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+@pytest.fixture(scope="session")
+def service(redis_url) -> Iterator[Service]:
+    """API + one worker holding both bundled models, as subprocesses, on database 15."""
+    with running_service(redis_url, E2E_MODELS) as svc:
+        yield svc

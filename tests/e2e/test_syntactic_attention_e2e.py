@@ -6,19 +6,13 @@ the checkpoints."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
-import httpx
 import pytest
 
 from bench.train_checkpoints import train
 from schemas.examples import EXAMPLES
 from schemas.jobs import parse_job
 from schemas.models import ModelSpec
-from tests.conftest import ROOT, Service, free_port
+from tests.conftest import running_service
 from workers.context import Context
 from workers.datasets.grammar import sentences
 from workers.methods import syntactic_attention
@@ -43,34 +37,9 @@ def grammar_service(redis_url, tmp_path_factory):
     out = tmp_path_factory.mktemp("grammar")
     entry = train(out, steps=24, n_checkpoints=4, layers=2, heads=2, hidden=32, batch_size=16, log=None)
     budget = module_bytes(load_model(ModelSpec.model_validate(entry)).model) * 3 // 2  # one checkpoint fits
-    port = free_port()
-    env = {**os.environ, "LANTERN_REDIS_URL": redis_url, "LANTERN_LOG_LEVEL": "WARNING",
-           "PYTHONPATH": str(ROOT), "LANTERN_MODELS_FILE": str(out / "models.json"),
-           "LANTERN_CHECKPOINT_CACHE_BYTES": str(budget), "LANTERN_TORCH_THREADS": "1"}
-    api = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port)], cwd=ROOT, env=env)
-    svc = Service(f"http://127.0.0.1:{port}", env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if svc.http.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or api.poll() is not None:
-                raise RuntimeError("the API did not start")
-            time.sleep(0.2)
-        svc.start_worker(entry["id"])
-        svc.wait_for_models((entry["id"],))
+    with running_service(redis_url, (entry["id"],), LANTERN_MODELS_FILE=str(out / "models.json"),
+                         LANTERN_CHECKPOINT_CACHE_BYTES=str(budget), LANTERN_TORCH_THREADS="1") as svc:
         yield svc, ModelSpec.model_validate(entry), budget
-    finally:
-        for p in [*svc.workers, api]:
-            p.terminate()
-        for p in [*svc.workers, api]:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 def test_checkpoint_jobs_run_on_their_steps_through_a_small_lru(grammar_service):
