@@ -72,7 +72,8 @@ def _wait_workers(c: httpx.Client, n: int, timeout: float = 600) -> None:
     raise TimeoutError(f"fewer than {n} live workers for {MODEL}")
 
 
-def _sweep(c: httpx.Client, body: dict) -> tuple[float, dict]:
+def submit_and_wait(c: httpx.Client, body: dict) -> tuple[float, dict]:
+    """Submit a job, long-poll it to its end: (wall seconds, final view)."""
     t0 = time.perf_counter()
     r = c.post("/v1/jobs", json=body)
     r.raise_for_status()
@@ -112,7 +113,7 @@ def measure(n_checkpoints: int = 20, worker_counts: tuple[int, ...] = (1, 2)) ->
                         for phase in ("cold", "warm"):
                             before = _scrape(ports)
                             load0 = os.getloadavg()[0]
-                            wall, view = _sweep(c, body)
+                            wall, view = submit_and_wait(c, body)
                             after = _scrape(ports)
                             assert view["status"] == "finished", view
                             result = view["result"]

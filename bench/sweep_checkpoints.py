@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 from redis import Redis
 
+from bench.bench_sweep import submit_and_wait
 from bench.eval_checkpoints import held_out
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,15 +74,7 @@ def sweep(models: Path, n_workers: int, redis_url: str, n_sentences: int = 100) 
             raise TimeoutError("workers did not come up")
         body = {"kind": "syntactic_attention", "model": model_id, "checkpoints": "all",
                 "input": {"sentences": [s.dict() for s in held_out(n_sentences)]}, "params": {"top_k": 3}}
-        t0 = time.perf_counter()
-        r = http.post("/v1/jobs", json=body)
-        r.raise_for_status()
-        job_id = r.json()["id"]
-        while True:
-            view = http.get(f"/v1/jobs/{job_id}", params={"wait": 20}).json()
-            if view["status"] in ("finished", "failed", "canceled"):
-                break
-        wall = time.perf_counter() - t0
+        wall, view = submit_and_wait(http, body)
         metrics = [scrape(mp) for mp in metric_ports]
     finally:
         for p in procs:
