@@ -21,9 +21,6 @@ deliveries from `lantern:webhooks` and POSTs them:
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -39,6 +36,7 @@ from rq.job import Job, JobStatus
 from common.tenants import parse_secrets  # the same `tenant=secret` format as the API
 from common.webhook_events import message_id  # noqa: F401  (re-exported)
 from common.webhook_queue import WebhookSettings
+from common.webhook_signature import sign
 from common.webhook_urls import UnsafeURL, check_url, parse_networks
 from schemas.keys import WEBHOOK_QUEUE, WEBHOOK_RETRIES, webhook_secret_key, webhook_status_key
 
@@ -56,16 +54,6 @@ def _status(connection: Redis, job_id: str) -> JobStatus | None:
         return Job(job_id, connection=connection).get_status()
     except InvalidJobOperation:
         return None
-
-
-def secret_bytes(secret: str) -> bytes:
-    """`whsec_<base64>` -> key bytes (as the standardwebhooks package decodes it)."""
-    return base64.b64decode(secret.removeprefix("whsec_") + "==")
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
-    mac = hmac.new(secret_bytes(secret), f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
 
 
 # -- consumer side (webhook worker) ---------------------------------------------------------------

@@ -10,31 +10,27 @@
 and honours `Retry-After` on 429/503 and when a server answers without holding the request.
 Errors are `LanternError`s carrying the RFC 9457 problem (status, type, title, detail, errors).
 `AsyncClient` is the same on `httpx.AsyncClient`. `verify_webhook` checks a Standard Webhooks
-signature as the service sends it (delivery/webhooks.py).
+signature as the service sends it (common/webhook_signature.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
-import json
 import os
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import httpx
 from pydantic import BaseModel
 
+from common.webhook_signature import WebhookVerificationError, verify_webhook  # noqa: F401  (public API)
 from schemas.jobs import KINDS
 from schemas.sweeps import SweepResult
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("finished", "failed", "canceled")
 MAX_WAIT_S = 30.0  # asked per long poll; the server caps it with its own max_wait_s
-WEBHOOK_TOLERANCE_S = 300  # Standard Webhooks: refuse timestamps further than 5 min from now
 
 
 class LanternError(Exception):
@@ -49,10 +45,6 @@ class LanternError(Exception):
         self.errors: list[dict[str, Any]] = problem.get("errors") or []
         self.retry_after = retry_after
         super().__init__(f"{self.status} {self.title}" + (f": {self.detail}" if self.detail else ""))
-
-
-class WebhookVerificationError(Exception):
-    """`verify_webhook` refused a delivery (bad or missing signature, stale timestamp)."""
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -376,33 +368,3 @@ class AsyncClient:
 
     async def delete_artifact(self, kind: str, artifact_id: str) -> None:
         await self._call("DELETE", f"/v1/{kind}/{artifact_id}")
-
-
-# -- webhook receivers -----------------------------------------------------------------------------
-def verify_webhook(body: bytes | str, headers: Mapping[str, str], secret: str,
-                   tolerance_s: float = WEBHOOK_TOLERANCE_S, now: float | None = None) -> dict[str, Any]:
-    """Check a delivery's Standard Webhooks signature (`webhook-id`, `webhook-timestamp`,
-    `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with the base64 key after
-    `whsec_`) and timestamp (within `tolerance_s` of now); return the parsed body, or raise
-    `WebhookVerificationError`. `body` must be the raw bytes received, not re-serialised JSON."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    msg_id, stamp, signatures = (lower.get(h) for h in ("webhook-id", "webhook-timestamp", "webhook-signature"))
-    if not (msg_id and stamp and signatures):
-        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or webhook-signature header")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise WebhookVerificationError("webhook-timestamp is not an integer") from None
-    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
-        raise WebhookVerificationError("webhook-timestamp is too far from now (replay?)")
-    text = body.decode() if isinstance(body, bytes) else body
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"))
-    except ValueError:
-        raise WebhookVerificationError("the secret is not whsec_ + base64") from None
-    expected = base64.b64encode(hmac.new(key, f"{msg_id}.{timestamp}.{text}".encode(), hashlib.sha256).digest())
-    for candidate in signatures.split():
-        version, _, sig = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(sig.encode(), expected):
-            return json.loads(text)
-    raise WebhookVerificationError("no matching v1 signature")

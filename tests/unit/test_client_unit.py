@@ -20,7 +20,7 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
 
 def _signed(body: str, msg_id: str = "msg_1", ts: int | None = None, secret: str = SECRET) -> dict[str, str]:
-    from delivery.webhooks import sign  # the service's own signer (torch-free module)
+    from common.webhook_signature import sign  # the signer the webhook worker uses
 
     ts = int(time.time()) if ts is None else ts
     return {"Webhook-Id": msg_id, "Webhook-Timestamp": str(ts), "Webhook-Signature": sign(secret, msg_id, ts, body)}

@@ -16,8 +16,9 @@ from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from common.webhook_queue import WebhookSettings
+from common.webhook_signature import sign
 from common.webhook_urls import UnsafeURL, check_url, is_public, parse_networks
-from delivery.webhooks import backoff, message_id, sign
+from delivery.webhooks import backoff, message_id
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
