@@ -12,7 +12,9 @@ tenant data: the problem type pages (`/problems/...`), Swagger UI's assets (`/st
 (`/ui`, `/ui/static/...`), whose own calls to the API carry the key typed into it.
 
 Wrong keys are rate limited per client address (`LANTERN_AUTH_FAILURES_PER_MIN`, see
-service/guards.py): beyond the allowance the address gets 429 with `Retry-After`.
+service/guards.py): beyond the allowance the address gets 429 with `Retry-After`. The same round
+trip counts the tenant's rate for a right key (`rate_limit_per_s`, `rate_limit_burst_per_min`), so
+every request with a key is rate limited, whatever its route.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.tenants import parse_secrets, tenant_pairs  # noqa: F401  (parse_secrets: for service/main.py)
 from schemas.common import Problem
+from service.guards import Gate
 from service.problems import PROBLEM_BASE, problem_response
 
 log = logging.getLogger("lantern.api")
@@ -80,34 +83,37 @@ def _too_many_failures(retry_after: int) -> object:
         {"Retry-After": str(retry_after)})
 
 
-class FailureLimiter(Protocol):
-    async def authentication_async(self, address: str, failed: bool) -> int: ...
+class Gatekeeper(Protocol):
+    async def gate_async(self, address: str, tenant: str | None) -> Gate: ...
+
+
+RATED = "lantern.rated"  # in the request state: the gate has counted this request's rate (service/deps.py)
 
 
 class ApiKeyAuth:
     """Sets `scope["state"]["tenant"]` from the bearer key, or answers 401 problem+json.
 
-    With `failures` (service/guards.py), wrong keys are counted per client address and an address
-    over its allowance gets 429 for any key until its window ends, so keys cannot be guessed at
-    line rate. The Redis round trip is awaited on the event loop (an asyncio client: no thread-pool
-    hop, no blocking); with Redis away the limit is skipped (fail open: the key check itself needs
-    no Redis)."""
+    With `gate` (service/guards.py), one Redis round trip per request with a key counts wrong keys
+    per client address (an address over its allowance gets 429 for any key until its window ends,
+    so keys cannot be guessed at line rate) and, for a right key, the tenant's rate (429 past it). It
+    is awaited on the event loop (an asyncio client: no thread-pool hop, no blocking); with Redis
+    away it is skipped (fail open: the key check itself needs no Redis; the `owner` dependency then
+    tries the rate again and a route that needs Redis answers 503)."""
 
-    def __init__(self, app: ASGIApp, tenants: Tenants, failures: FailureLimiter | None = None):
+    def __init__(self, app: ASGIApp, tenants: Tenants, gate: Gatekeeper | None = None):
         self.app = app
         self.tenants = tenants
-        self.failures = failures
+        self.gate = gate
 
-    async def _wait_s(self, scope: Scope, failed: bool) -> int:
-        if self.failures is None:
-            return 0
+    async def _gate(self, scope: Scope, tenant: str | None) -> Gate | None:
+        if self.gate is None:
+            return None
         client = scope.get("client")
-        address = client[0] if client else "unknown"
         try:
-            return await self.failures.authentication_async(address, failed)
+            return await self.gate.gate_async(client[0] if client else "unknown", tenant)
         except RedisError:
-            log.warning("failed-authentication limit skipped: Redis unavailable")
-            return 0
+            log.warning("failed-authentication limit and rate limit skipped here: Redis unavailable")
+            return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or self.tenants.open or scope["path"] in PUBLIC_PATHS
@@ -124,11 +130,16 @@ class ApiKeyAuth:
             await _unauthorized("send Authorization: Bearer <api key>")(scope, receive, send)
             return
         tenant = self.tenants.tenant_for(key.strip())
-        if wait := await self._wait_s(scope, failed=tenant is None):
-            await _too_many_failures(wait)(scope, receive, send)
+        gate = await self._gate(scope, tenant)
+        if gate is not None and gate.wait_s:
+            await _too_many_failures(gate.wait_s)(scope, receive, send)
             return
         if tenant is None:
             await _unauthorized("the API key is not valid")(scope, receive, send)
             return
-        scope.setdefault("state", {})["tenant"] = tenant
+        if gate is not None and gate.over_rate is not None:
+            await problem_response(gate.over_rate.problem, gate.over_rate.headers)(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["tenant"], state[RATED] = tenant, gate is not None
         await self.app(scope, receive, send)

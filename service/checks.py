@@ -34,9 +34,8 @@ def model_errors(body: JobBase, queue: JobQueue, tokens: TokenCounter, limits: L
     return _in_body(errors)
 
 
-def artifact_errors(body: JobBase, queue: JobQueue, owner: str) -> list[FieldError]:
-    """Steering profiles and edit sets a job names must exist, be the caller's, and be for its model
-    (the worker reads them again when the job runs: one deleted meanwhile still fails the job)."""
+def artifact_refs(body: JobBase) -> list[tuple[str, str, list[str | int]]]:
+    """The artifacts a job names: (kind, id, where in the body)."""
     params = body.params
     if not isinstance(params, Interventions):
         return []
@@ -46,6 +45,13 @@ def artifact_errors(body: JobBase, queue: JobQueue, owner: str) -> list[FieldErr
     refs += [("edits", e, ["params", "edits", i]) for i, e in enumerate(params.edits or [])]
     if params.anchors is not None:
         refs.append(("anchors", params.anchors.anchors_id, ["params", "anchors", "anchors_id"]))
+    return refs
+
+
+def artifact_errors(body: JobBase, queue: JobQueue, owner: str) -> list[FieldError]:
+    """Steering profiles and edit sets a job names must exist, be the caller's, and be for its model
+    (the worker reads them again when the job runs: one deleted meanwhile still fails the job)."""
+    refs = artifact_refs(body)
     if not refs:
         return []
     views = ArtifactStore(queue.redis, owner).find([(kind, artifact_id) for kind, artifact_id, _ in refs])

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from schemas.limits import Limits
 from schemas.models import ModelSpec
+from service.auth import RATED
 from service.config import Settings
 from service.guards import Guards
 from service.metrics import ApiMetrics
@@ -25,11 +26,11 @@ def _from_state(name: str):
 
 async def owner(request: Request) -> str:
     """The tenant a request acts for (set by service.auth.ApiKeyAuth from the bearer key; open
-    mode: everyone is `anonymous`). Every route that acts for a tenant is rate limited here (on the
-    event loop: service/guards.py)."""
+    mode: everyone is `anonymous`). A route that acts for a tenant is rate limited: by the auth
+    middleware's gate when there are keys, else here (on the event loop: service/guards.py)."""
     tenant = getattr(request.state, "tenant", ANONYMOUS)
     guards = getattr(request.app.state, "guards", None)
-    if guards is not None:
+    if guards is not None and not getattr(request.state, RATED, False):
         await guards.rate_async(tenant)
     return tenant
 

@@ -11,12 +11,17 @@ API replicas share them; every key expires, so memory stays bounded).
   prunes entries whose RQ job has ended or is gone (expired), so a missed release leaks nothing (under
   the limit an extra entry refuses nothing, and the check stays one ZCARD). An entry whose job hash
   does not exist yet is a submit in progress and counts until `SLOT_GRACE_S` has passed.
-- Admission: the Idempotency-Key, the slot and the queue depth of a submit are one script, one
-  round trip (`Guards.admit`).
+- Admission: the Idempotency-Key, the slot and the queue depth of a submit are one script
+  (`Guards.admit`). A submit stages its enqueue before the script in the same MULTI
+  (`Guards.stage_admission`, service/submission.py): the whole submit is one round trip, and a
+  refusal takes the staged job back out before any worker can see it.
 - Failed authentications: per client address, at most `auth_failures_per_min` wrong API keys in a
   window of `AUTH_WINDOW_S` (from the first failure); beyond, every request from that address that
   presents a key is 429 with `Retry-After` until the window ends, a right key included (else the
   answer would still tell a right guess from a wrong one).
+- The gate (`Guards.gate_async`): with API keys, the failed-key look-up of the address and the
+  tenant's rate windows are one script, run by the auth middleware on every request with a key; a
+  request over the rate never reaches the app. In open mode the `owner` dependency counts the rate.
 - Idempotency (draft-ietf-httpapi-idempotency-key-header): the first successful submit binds
   (tenant, key) to the body's fingerprint and the job id for `idempotency_ttl_s`. The same key
   with the same body answers the same job (`Idempotent-Replayed: true`); with another body, 422;
@@ -53,16 +58,25 @@ SLOT_GRACE_S = 60  # a slot whose job hash never appeared (the submit died) is f
 #      grace), then decide. The RQ job hashes it reads are keys not in KEYS: fine on one Redis, not
 #      a cluster;
 #   3. the queue depth (when ARGV[9] > 0): LLEN of the model's queue against max_queue_depth.
-# A refusal at step 2 or 3 undoes the earlier steps. KEYS: idempotency key, slot set, queue.
-# ARGV: job id, record, record TTL, now, limit (0: no slot), slot TTL, grace, RQ job key prefix,
-# max depth (0: no check). Returns {'ok', n}, {'replay', earlier record}, {'busy', live},
-# {'full', depth}.
+# A refusal undoes the earlier steps, and a staged enqueue (ARGV[10] = '1': the commands before this
+# script in its MULTI pushed the job onto the queue and wrote KEYS[4..]): the job leaves the queue
+# (LREM from the tail, where it is) and KEYS[4..] (its RQ hash, its webhook secret) are deleted.
+# KEYS: idempotency key, slot set, queue, staged keys. ARGV: job id, record, record TTL, now, limit
+# (0: no slot), slot TTL, grace, RQ job key prefix, max depth (0: no check), staged. Returns
+# {'ok', n}, {'replay', earlier record}, {'busy', live}, {'full', depth}.
 _ADMIT = """
 local idem, slots, queue, job_id = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 local now, limit, ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local max_depth = tonumber(ARGV[9])
+local max_depth, staged = tonumber(ARGV[9]), ARGV[10] == '1'
+local function refuse(outcome, value)
+  if staged then
+    redis.call('LREM', queue, -1, job_id)
+    for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+  end
+  return {outcome, value}
+end
 if idem ~= '' and not redis.call('SET', idem, ARGV[2], 'NX', 'EX', ARGV[3]) then
-  return {'replay', redis.call('GET', idem)}
+  return refuse('replay', redis.call('GET', idem))
 end
 local n = 0
 if limit > 0 then
@@ -86,7 +100,7 @@ if limit > 0 then
     end
     if n >= limit then
       if idem ~= '' then redis.call('DEL', idem) end
-      return {'busy', n}
+      return refuse('busy', n)
     end
   end
   redis.call('ZADD', slots, now, job_id)
@@ -94,11 +108,11 @@ if limit > 0 then
   n = n + 1
 end
 if max_depth > 0 then
-  local depth = redis.call('LLEN', queue)
+  local depth = redis.call('LLEN', queue) - (staged and 1 or 0)
   if depth >= max_depth then
     if limit > 0 then redis.call('ZREM', slots, job_id) end
     if idem ~= '' then redis.call('DEL', idem) end
-    return {'full', depth}
+    return refuse('full', depth)
   end
 end
 return {'ok', n}
@@ -114,9 +128,12 @@ end
 return counts
 """
 
-# KEYS[1]: an address's failure counter. ARGV: 1 = this attempt failed (count it), window seconds.
-# Returns {failures in the window, seconds left in it}.
-_AUTH_FAILURES = """
+# The gate. KEYS[1]: an address's failure counter; KEYS[2], KEYS[3] (absent for a wrong key): the
+# tenant's counters of the current 1 s and 60 s windows. ARGV: 1 = this attempt failed (count it),
+# the window seconds, the allowance, the two rate TTLs. A wrong key is counted; a right one looks the
+# address up and, unless the address is blocked, counts the tenant's rate. Returns {failures in the
+# window, seconds left in it[, 1 s count, 60 s count]}.
+_GATE = """
 local n
 if ARGV[1] == '1' then
   n = redis.call('INCR', KEYS[1])
@@ -124,7 +141,14 @@ if ARGV[1] == '1' then
 else
   n = tonumber(redis.call('GET', KEYS[1]) or '0')
 end
-return {n, redis.call('TTL', KEYS[1])}
+local out = {n, redis.call('TTL', KEYS[1])}
+if #KEYS == 3 and n < tonumber(ARGV[3]) then
+  for i = 2, 3 do
+    out[i + 1] = redis.call('INCR', KEYS[i])
+    redis.call('EXPIRE', KEYS[i], ARGV[i + 2])
+  end
+end
+return out
 """
 
 
@@ -153,17 +177,37 @@ class Claim:
     replay: bool = False
 
 
+@dataclass
+class Gate:
+    """The gate's verdict on a request with an API key: `wait_s` > 0, its address is blocked for that
+    long (429); `over_rate`, the tenant's rate-limit problem (429)."""
+
+    wait_s: int = 0
+    over_rate: ProblemError | None = None
+
+
+@dataclass
+class Admission:
+    """What `stage_admission` queued on a pipeline: where its answer is and how to read it."""
+
+    index: int  # of the script's answer among the pipeline's results
+    tenant: str
+    key: str | None
+    job_id: str
+    fingerprint: str
+    model: str
+
+
 class Guards:
-    """The guards on `connection`; the rate limit and the failed-authentication look-up also have
-    awaitable forms on `aio` (service/aio_redis.py), for the steps that run on the event loop."""
+    """The guards on `connection`; the rate limit and the gate also have awaitable forms on `aio`
+    (service/aio_redis.py), for the steps that run on the event loop."""
 
     def __init__(self, connection: Redis, settings: Settings, aio: LoopRedis | None = None):
         self.redis = connection
         self.settings = settings
         self.aio = aio
-        self._admit = connection.register_script(_ADMIT)
         self._rate = connection.register_script(_RATE)
-        self._auth_failures = connection.register_script(_AUTH_FAILURES)
+        self._gate = connection.register_script(_GATE)
 
     # -- rate ---------------------------------------------------------------------------------
     def _rate_windows(self) -> tuple[tuple[int, int], ...]:
@@ -173,55 +217,54 @@ class Guards:
         windows = [w for w, _ in self._rate_windows()]
         return {"keys": [_rate_key(tenant, w, int(now // w)) for w in windows], "args": [w + 1 for w in windows]}
 
-    def _rate_verdict(self, counts: list, now: float) -> None:
+    def _rate_problem(self, counts: list, now: float) -> ProblemError | None:
         for (window, limit), count in zip(self._rate_windows(), counts):
             if count > limit:
                 retry = max(1, int(window - now % window + 0.999))
-                raise ProblemError(429, "rate-limited", "Too many requests",
-                                   f"over {limit} requests per {window} s for this tenant",
-                                   headers={"Retry-After": str(retry)})
+                return ProblemError(429, "rate-limited", "Too many requests",
+                                    f"over {limit} requests per {window} s for this tenant",
+                                    headers={"Retry-After": str(retry)})
+        return None
 
     def rate(self, tenant: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self._rate_verdict(self._rate(**self._rate_script_args(tenant, now)), now)
+        if problem := self._rate_problem(self._rate(**self._rate_script_args(tenant, now)), now):
+            raise problem
 
     async def rate_async(self, tenant: str) -> None:
         """`rate` on the event loop (on `aio`; without it, on the thread pool)."""
         if self.aio is None:
             return await run_in_threadpool(self.rate, tenant)
         now = time.time()
-        self._rate_verdict(await self.aio.script(_RATE)(**self._rate_script_args(tenant, now)), now)
+        if problem := self._rate_problem(await self.aio.script(_RATE)(**self._rate_script_args(tenant, now)), now):
+            raise problem
 
-    # -- failed authentications ---------------------------------------------------------------
-    def _auth_verdict(self, n: int, ttl: int, failed: bool) -> int:
-        allowed = self.settings.auth_failures_per_min
-        blocked = n > allowed if failed else n >= allowed
-        return max(1, int(ttl)) if blocked else 0
-
-    def authentication(self, address: str, failed: bool) -> int:
-        """Count a failed authentication from `address` (`failed`) or look up its count; returns
-        0 to go on, else the seconds the address must wait (a 429's `Retry-After`)."""
-        n, ttl = self._auth_failures(keys=[_auth_failures_key(address)], args=[int(failed), AUTH_WINDOW_S])
-        return self._auth_verdict(n, ttl, failed)
-
-    async def authentication_async(self, address: str, failed: bool) -> int:
-        """`authentication` on the event loop (on `aio`; without it, on the thread pool)."""
+    # -- the gate: failed authentications and the rate ---------------------------------------------
+    async def gate_async(self, address: str, tenant: str | None) -> Gate:
+        """One round trip for a request that presents a key: `tenant` None (a wrong key) counts a
+        failure of `address`; a tenant looks the address up and counts the tenant's rate unless the
+        address is blocked. (On the thread pool without `aio`.)"""
+        now, allowed = time.time(), self.settings.auth_failures_per_min
+        rate = self._rate_script_args(tenant or "", now)
+        keys = [_auth_failures_key(address), *(rate["keys"] if tenant is not None else [])]
+        args = [int(tenant is None), AUTH_WINDOW_S, allowed, *rate["args"]]
         if self.aio is None:
-            return await run_in_threadpool(self.authentication, address, failed)
-        script = self.aio.script(_AUTH_FAILURES)
-        n, ttl = await script(keys=[_auth_failures_key(address)], args=[int(failed), AUTH_WINDOW_S])
-        return self._auth_verdict(n, ttl, failed)
+            out = await run_in_threadpool(self._gate, keys=keys, args=args)
+        else:
+            out = await self.aio.script(_GATE)(keys=keys, args=args)
+        n, ttl, counts = out[0], out[1], out[2:]
+        if n > allowed if tenant is None else n >= allowed:
+            return Gate(wait_s=max(1, int(ttl)))
+        return Gate(over_rate=self._rate_problem(counts, now) if counts else None)
 
     # -- admission: idempotency, concurrency, queue depth -----------------------------------------
-    def admit(self, tenant: str, key: str | None, body: dict, queue: tuple[str, str] | None = None,
-              slot: bool = True, now: float | None = None) -> Claim:
-        """The admission steps of a submit in one atomic round trip (see `_ADMIT`): claim the
-        Idempotency-Key (a replay returns the earlier job), take a `max_active_jobs` slot (else 429),
-        check the depth of `queue` = (model, its RQ queue key) (else 503). A refusal gives back what
-        the earlier steps took; after a success, `give_back` does."""
-        job_id = uuid.uuid4().hex
-        if key is None and not slot and queue is None:
-            return Claim(None, job_id)
+    def stage_admission(self, pipe, tenant: str, key: str | None, body: dict, queue: tuple[str, str] | None = None,
+                        slot: bool = True, job_id: str | None = None, staged: list[str] | None = None,
+                        now: float | None = None) -> Admission:
+        """Queue the admission script on `pipe` (a pipeline, sync or asyncio; `claim` reads its
+        answer). `staged`: the keys the commands queued before it on `pipe`, in the same MULTI, wrote
+        for job `job_id`, which they pushed onto `queue`'s list: a refusal takes them back."""
+        job_id = job_id or uuid.uuid4().hex
         rkey = fp = record = ""
         if key is not None:
             if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isprintable():
@@ -231,26 +274,44 @@ class Guards:
             record = json.dumps({"fp": fp, "job": job_id})
         s = self.settings
         model, queue_key = queue or ("", "")
-        max_depth = s.max_queue_depth if queue else 0
-        outcome, value = self._admit(
-            keys=[rkey, active_jobs_key(tenant), queue_key],
-            args=[job_id, record, s.idempotency_ttl_s, time.time() if now is None else now,
-                  s.max_active_jobs if slot else 0, s.queued_ttl_s + 3600, SLOT_GRACE_S, "rq:job:", max_depth])
+        # EVAL, not EVALSHA: a pipeline would check SCRIPT EXISTS first (one more round trip)
+        pipe.eval(_ADMIT, 3 + len(staged or []), rkey, active_jobs_key(tenant), queue_key, *(staged or []),
+                  job_id, record, s.idempotency_ttl_s, time.time() if now is None else now,
+                  s.max_active_jobs if slot else 0, s.queued_ttl_s + 3600, SLOT_GRACE_S, "rq:job:",
+                  s.max_queue_depth if queue else 0, int(staged is not None))
+        return Admission(len(pipe) - 1, tenant, rkey or None, job_id, fp, model)
+
+    def claim_of(self, admission: Admission, results: list) -> Claim:
+        """The admission's verdict from the pipeline's `results`: the claim, or the 422/429/503."""
+        outcome, value = results[admission.index]
         if outcome == b"replay":
             earlier = json.loads(value)
-            if earlier["fp"] != fp:
+            if earlier["fp"] != admission.fingerprint:
                 raise ProblemError(422, "idempotency-key-reused", "The Idempotency-Key was used with another body",
                                    "an earlier request with this Idempotency-Key had a different body; use a new key")
-            return Claim(rkey, earlier["job"], replay=True)
+            return Claim(admission.key, earlier["job"], replay=True)
+        s = self.settings
         if outcome == b"busy":
             raise ProblemError(429, "too-many-active-jobs", "Too many jobs in progress",
                                f"{value} jobs are queued or running for this tenant, at max_active_jobs="
                                f"{s.max_active_jobs}", headers={"Retry-After": "5"})
         if outcome == b"full":
             raise ProblemError(503, "queue-full", "The queue is full",
-                               f"{value} jobs wait for {model}, at max_queue_depth="
+                               f"{value} jobs wait for {admission.model}, at max_queue_depth="
                                f"{s.max_queue_depth}", headers={"Retry-After": "10"})
-        return Claim(rkey or None, job_id)
+        return Claim(admission.key, admission.job_id)
+
+    def admit(self, tenant: str, key: str | None, body: dict, queue: tuple[str, str] | None = None,
+              slot: bool = True, now: float | None = None) -> Claim:
+        """The admission steps alone, in one atomic round trip (see `_ADMIT`): claim the
+        Idempotency-Key (a replay returns the earlier job), take a `max_active_jobs` slot (else 429),
+        check the depth of `queue` = (model, its RQ queue key) (else 503). A refusal gives back what
+        the earlier steps took; after a success, `give_back` does."""
+        if key is None and not slot and queue is None:
+            return Claim(None, uuid.uuid4().hex)
+        with self.redis.pipeline(transaction=False) as pipe:
+            admission = self.stage_admission(pipe, tenant, key, body, queue, slot, now=now)
+            return self.claim_of(admission, pipe.execute())
 
     def claim(self, tenant: str, key: str | None, body: dict) -> Claim:
         """The Idempotency-Key step alone."""

@@ -2,22 +2,28 @@
 TTL), for the submit checks and job views.
 
 Finding the keys is a SCAN of the keyspace, whose size grows with the jobs Redis holds, so a submit
-must not pay it every time. `holding(model)` answers from a snapshot taken within `CACHE_S` when the
-snapshot has a worker for the model, and reads again otherwise: a worker that has just started is
-seen at once (a model with none is re-read every time), and one that has stopped is noticed at most
-`CACHE_S` later than its heartbeat TTL says, which is already seconds. `read()` is always fresh
-(`GET /v1/models`, `/readyz`, the metrics scrape).
+must not pay it every time. `holding(model)` answers from the last snapshot when it has a worker for
+the model, and a snapshot older than `CACHE_S` is then read again by a background thread (one at a
+time), so a caller never waits for the SCAN and the event loop can ask (service/submission.py). When
+the snapshot has no worker for the model it reads at once: a worker that has just started is seen
+at once (a model with none is re-read every time, on the thread pool: `cached` says which case it
+is), and one that has stopped is noticed about `CACHE_S` later than its heartbeat TTL says, which is
+already seconds. `read()` is always fresh (`GET /v1/models`, `/readyz`, the metrics scrape).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from schemas.keys import WORKER_PATTERN
+
+log = logging.getLogger("lantern.api")
 
 CACHE_S = 1.0
 SCAN_COUNT = 1000  # keys a SCAN step looks at: each step blocks Redis ~1 ms on a keyspace of many jobs
@@ -27,7 +33,7 @@ class Heartbeats:
     def __init__(self, connection: Redis):
         self.redis = connection
         self._snapshot: tuple[float, list[dict]] = (float("-inf"), [])
-        self._reading = threading.Lock()  # one refresh of a stale snapshot at a time
+        self._reading = threading.Lock()  # one background refresh at a time
 
     def read(self) -> list[dict]:
         """Every live worker's facts, each with `model_ids`."""
@@ -42,20 +48,27 @@ class Heartbeats:
         self._snapshot = (time.monotonic(), workers)
         return workers
 
+    def cached(self, model: str) -> bool:
+        """Whether `holding(model)` answers from the snapshot, without reading Redis here."""
+        return any(model in w["model_ids"] for w in self._snapshot[1])
+
     def holding(self, model: str) -> list[dict]:
-        """The live workers that hold `model` (see the module docstring for how fresh). While one
-        thread refreshes a stale snapshot that holds the model, the others answer from it."""
+        """The live workers that hold `model` (see the module docstring for how fresh)."""
         taken, workers = self._snapshot
         found = [w for w in workers if model in w["model_ids"]]
-        if found and time.monotonic() - taken < CACHE_S:
-            return found
-        if found and not self._reading.acquire(blocking=False):
-            return found
-        try:
+        if not found:
             return [w for w in self.read() if model in w["model_ids"]]
+        if time.monotonic() - taken >= CACHE_S and self._reading.acquire(blocking=False):
+            threading.Thread(target=self._refresh, name="lantern-heartbeats", daemon=True).start()
+        return found
+
+    def _refresh(self) -> None:
+        try:
+            self.read()
+        except RedisError as e:  # the snapshot stays; the next caller past CACHE_S tries again
+            log.warning("live workers not refreshed: %s", e)
         finally:
-            if found:
-                self._reading.release()
+            self._reading.release()
 
     def facts(self, model: str) -> dict | None:
         """The facts a live worker publishes for `model` (`LM.facts()`); None: no live worker holds it."""

@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.queue = JobQueue(connection, settings)
     app.state.tokens = TokenCounter(connection)
     app.state.metrics = ApiMetrics()
-    app.state.guards = Guards(connection, settings, LoopRedis(settings.redis_url, settings.redis_timeout_s))
+    app.state.aio = LoopRedis(settings.redis_url, settings.redis_timeout_s)  # for the steps on the event loop
+    app.state.guards = Guards(connection, settings, app.state.aio)
     app.state.tenants = Tenants.from_settings(settings.api_keys, settings.api_keys_file)
     app.state.webhook_secrets = parse_secrets(settings.webhook_secrets)
     if app.state.tenants.open:
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ui.install(app)  # /ui (the explorer page); result schemas in the OpenAPI document
     app.add_middleware(RouteRecorder)  # innermost: the router's match, for HttpMetricsMiddleware
     app.add_middleware(JsonBodies)
-    app.add_middleware(ApiKeyAuth, tenants=app.state.tenants, failures=app.state.guards)
+    app.add_middleware(ApiKeyAuth, tenants=app.state.tenants, gate=app.state.guards)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics)
     return app

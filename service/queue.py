@@ -12,6 +12,7 @@ import math
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from redis import Redis
@@ -39,10 +40,13 @@ from service.heartbeats import Heartbeats
 from service.problems import PROBLEM_BASE
 
 TASK = "workers.tasks.run_job"
-# Run in the enqueue's MULTI, after the job is pushed: record it in the owner's index (bounded, expiring)
-# and read what the answer needs. KEYS: the index, the model's queue, its run-time hash. ARGV: job id,
-# now, index size, index TTL, kind. Returns {queue length (the job is last), average run s or nil}.
+# Run in the enqueue's MULTI, after the job is pushed (and after its admission, which may have taken
+# it back: then it does nothing): record it in the owner's index (bounded, expiring) and read what
+# the answer needs. KEYS: the index, the model's queue, its run-time hash, the job's RQ hash. ARGV:
+# job id, now, index size, index TTL, kind. Returns {queue length (the job is last), average run s
+# or nil}, or nil when the job was taken back.
 _RECORD = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return nil end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[3]) - 1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
@@ -62,6 +66,18 @@ def _utc(dt: datetime | None) -> datetime | None:
     if dt is None:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class Staged:
+    """A job `JobQueue.stage` queued on a pipeline: the RQ job, the keys its enqueue writes (an
+    admission refusal deletes them), and where `record`'s answer is among the pipeline's results."""
+
+    job: Job
+    keys: list[str]
+    request: JobBase
+    owner: str
+    record_index: int | None = None
 
 
 class JobQueue:
@@ -89,34 +105,54 @@ class JobQueue:
         return self.enqueue(request, owner, job_id)[0]
 
     def enqueue(self, request: JobBase, owner: str, job_id: str | None = None) -> tuple[JobView, int]:
-        """Enqueue the job and record it in the owner's index in one MULTI round trip, which also
-        reads what the answer needs (queue position, average run time): the view and its Retry-After."""
-        job_id = job_id or uuid.uuid4().hex
+        """Enqueue the job (no admission: service/submission.py admits) and record it in the owner's
+        index in one MULTI round trip, which also reads what the answer needs: the view and its
+        Retry-After."""
+        with self.redis.pipeline() as pipe:
+            pipe.multi()  # before any command: RQ's enqueue joins this transaction
+            staged = self.stage(pipe, request, owner, job_id or uuid.uuid4().hex)
+            self.record(pipe, staged)
+            return self.enqueued(staged, pipe.execute())
+
+    def stage(self, pipe, request: JobBase, owner: str, job_id: str) -> Staged:
+        """Queue on `pipe` (a MULTI pipeline, sync or asyncio: RQ only queues commands on it) the
+        enqueue of the job: its webhook secret, RQ's job hash and push; then, after whatever the
+        caller queues next (its admission), `record`. `enqueued` reads the answer."""
         payload = request.model_dump(mode="json")
         settings = self.settings
         queue = self._queue(request.model)
-        index = jobs_index_key(owner)
-        with self.redis.pipeline() as pipe:
-            pipe.multi()  # before any command: RQ's enqueue joins this transaction
-            if payload.get("webhook") and payload["webhook"].get("secret"):
-                # The secret stays out of the payload (queue readers, dashboards, logs see payloads); the
-                # webhook worker reads it from its own key, which expires with the job.
-                secret = payload["webhook"].pop("secret")
-                pipe.set(webhook_secret_key(job_id), secret,
-                         ex=max(settings.result_ttl_s, settings.failure_ttl_s) + settings.queued_ttl_s)
-            job = queue.enqueue_call(
-                TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
-                result_ttl=settings.result_ttl_s, failure_ttl=settings.failure_ttl_s,
-                ttl=settings.queued_ttl_s, description=f"{request.kind} on {request.model}",  # type: ignore[attr-defined]
-                meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
-                pipeline=pipe,
-            )
-            # EVAL, not EVALSHA: a pipeline would check SCRIPT EXISTS first (one more round trip)
-            pipe.eval(_RECORD, 3, index, queue.key, run_seconds_key(request.model), job_id, time.time(),
-                      settings.jobs_index_size, max(settings.result_ttl_s, settings.failure_ttl_s),
-                      request.kind)  # type: ignore[attr-defined]
-            length, avg = pipe.execute()[-1]  # the job is the last: position = length - 1
-        view = self.view_of(job, position=length - 1)
+        written = []
+        if payload.get("webhook") and payload["webhook"].get("secret"):
+            # The secret stays out of the payload (queue readers, dashboards, logs see payloads); the
+            # webhook worker reads it from its own key, which expires with the job.
+            secret = payload["webhook"].pop("secret")
+            written.append(webhook_secret_key(job_id))
+            pipe.set(written[-1], secret, ex=max(settings.result_ttl_s, settings.failure_ttl_s) + settings.queued_ttl_s)
+        job = queue.enqueue_call(
+            TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
+            result_ttl=settings.result_ttl_s, failure_ttl=settings.failure_ttl_s,
+            ttl=settings.queued_ttl_s, description=f"{request.kind} on {request.model}",  # type: ignore[attr-defined]
+            meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
+            pipeline=pipe,
+        )
+        return Staged(job, [job.key, *written], request, owner)
+
+    def record(self, pipe, staged: Staged) -> None:
+        """Queue the record of a staged job on `pipe` (see `_RECORD`); the last command of the MULTI."""
+        request, settings = staged.request, self.settings
+        # EVAL, not EVALSHA: a pipeline would check SCRIPT EXISTS first (one more round trip)
+        pipe.eval(_RECORD, 4, jobs_index_key(staged.owner), self._queue(request.model).key,
+                  run_seconds_key(request.model), staged.job.key, staged.job.id, time.time(),
+                  settings.jobs_index_size, max(settings.result_ttl_s, settings.failure_ttl_s),
+                  request.kind)  # type: ignore[attr-defined]
+        staged.record_index = len(pipe) - 1
+
+    def enqueued(self, staged: Staged, results: list) -> tuple[JobView, int]:
+        """The view of a staged job from its MULTI's `results`, and its Retry-After."""
+        if staged.record_index is None:
+            raise RuntimeError("stage() without record()")
+        length, avg = results[staged.record_index]  # the job is the last: position = length - 1
+        view = self.view_of(staged.job, position=length - 1)
         return view, self._retry_after(view, avg)
 
     # -- read -----------------------------------------------------------------------------------

@@ -3,23 +3,29 @@
 Workers publish their tokenizer (the `tokenizers` JSON and the chat template) in Redis; the API
 loads it with the light `tokenizers` library and renders chat templates with a sandboxed Jinja2,
 so an over-long prompt is a 422 at submit, not a failed job later. Until a worker for the model
-has started, the check is left to the worker (which always checks again).
+has started, the check is left to the worker (which always checks again). Once loaded, a model's
+tokenizer is checked against the published digest every `REFRESH_S` by a background thread, so a
+count reads no Redis on the submit path (which may run on the event loop: service/submission.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from redis import Redis
+from redis.exceptions import RedisError
 from tokenizers import Tokenizer
 
 from schemas.common import MAX_PROMPT_CHARS, FieldError, TextInput
 from schemas.keys import tokenizer_digest_key, tokenizer_key
 from schemas.limits import Limits, over
+
+log = logging.getLogger("lantern.api")
 
 REFRESH_S = 30.0
 # A chat is refused before tokenizing once its rendering is longer than a prompt may be: 64 turns
@@ -42,15 +48,38 @@ class TokenCounter:
         self._cache: dict[str, _Loaded] = {}
         self._jinja = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._last = threading.local()
+        self._refreshing = threading.Lock()  # one background refresh at a time
+
+    def cached(self, model: str) -> bool:
+        """Whether `model`'s tokenizer is loaded, so counting reads no Redis here."""
+        return model in self._cache
 
     def _get(self, model: str) -> _Loaded | None:
-        now = time.monotonic()
+        """The loaded tokenizer; one older than `REFRESH_S` is checked again by a background thread
+        (one at a time), so a caller never waits for Redis once a model's tokenizer is loaded."""
         cached = self._cache.get(model)
-        if cached and now - cached.checked_at < REFRESH_S:
-            return cached
+        if cached is None:
+            return self._load(model)
+        if time.monotonic() - cached.checked_at >= REFRESH_S and self._refreshing.acquire(blocking=False):
+            threading.Thread(target=self._refresh, args=(model,), name="lantern-tokenizer", daemon=True).start()
+        return cached
+
+    def _refresh(self, model: str) -> None:
+        try:
+            self._load(model)
+        except RedisError as e:  # the loaded one stays; the next caller past REFRESH_S tries again
+            log.warning("tokenizer of %s not refreshed: %s", model, e)
+        finally:
+            self._refreshing.release()
+
+    def _load(self, model: str) -> _Loaded | None:
+        """Read the published tokenizer's digest, and the tokenizer when it changed."""
+        now = time.monotonic()
         digest = self.redis.get(tokenizer_digest_key(model))
         if digest is None:
+            self._cache.pop(model, None)
             return None
+        cached = self._cache.get(model)
         if cached and cached.digest == digest:
             cached.checked_at = now
             return cached

@@ -32,9 +32,9 @@ async def submit(body: Annotated[JobRequest, Body(openapi_examples=openapi_examp
                  idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None) -> JobView:
     """Submit a job. `Idempotency-Key` (per tenant, kept `idempotency_ttl_s`): the same key and body
     answer the same job; the same key with another body is 422."""
-    # async with one thread-pool hop for the sync work (FastAPI would add a second one, to validate
-    # a sync route's answer)
-    submitted = await run_in_threadpool(submission.submit, request.app.state, body, owner, idempotency_key)
+    # async: on the event loop when the checks need no I/O (service/submission.py); a sync route
+    # would cost a thread-pool hop, and FastAPI a second one to validate its answer
+    submitted = await submission.submit_async(request.app.state, body, owner, idempotency_key)
     # the view as FastAPI would write it, without validating again the model we just built
     return StrictJSONResponse(submitted.view.model_dump(mode="json", by_alias=True), status_code=202,
                               headers=submitted.headers)

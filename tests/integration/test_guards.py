@@ -3,16 +3,29 @@ Redis through the real app (service/guards.py): 429/503 with Retry-After, never 
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
+
+from schemas.jobs import parse_job
+from schemas.keys import active_jobs_key, jobs_index_key, tokenizer_digest_key, tokenizer_key
+from service import submission
 
 from service.config import Settings
 from service.guards import Guards
 from service.main import create_app
 from service.problems import ProblemError
+from tests.integration.test_validation import SMOL, heartbeat
 
 BODY = {"kind": "generate", "model": "smollm2-135m", "input": {"prompt": "Hi"}, "params": {"max_new_tokens": 1}}
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 
 @pytest.fixture
@@ -93,3 +106,36 @@ def test_open_mode_is_announced(r, db):
     c = TestClient(create_app(Settings(redis_url=db)))
     assert c.get("/readyz").json()["auth"] == "open"
     assert c.get("/v1/jobs").status_code == 200
+
+
+def _publish_tokenizer(r: Redis, model: str) -> None:
+    """What a worker publishes for its model, with a small word-level tokenizer."""
+    tokenizer = Tokenizer(WordLevel({"[UNK]": 0, "Hi": 1}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = Whitespace()
+    blob = json.dumps({"tokenizer": tokenizer.to_str(), "chat_template": None, "special": {}})
+    r.set(tokenizer_key(model), blob)
+    r.set(tokenizer_digest_key(model), hashlib.sha256(blob.encode()).hexdigest())
+
+
+def test_a_submit_refused_at_admission_leaves_nothing_behind(r, db):
+    """The enqueue is staged before the admission in one MULTI (service/submission.py): a refusal
+    takes the job back. On the event-loop path (caches warm) and the thread-pool path (a webhook)."""
+    heartbeat(r, SMOL)
+    _publish_tokenizer(r, "smollm2-135m")
+    c = _client(db, max_queue_depth=2, webhook_allowed_networks="127.0.0.0/8")
+    h = {"Authorization": "Bearer ka"}
+    assert c.post("/v1/jobs", json=BODY, headers=h).status_code == 202  # warms the facts and the tokenizer
+    state = c.app.state  # type: ignore[attr-defined]
+    assert not submission._checks_need_io(state, parse_job(BODY))  # so the next one runs on the event loop
+    hooked = {**BODY, "webhook": {"url": "http://127.0.0.1:9/hook", "secret": SECRET}}
+    assert submission._checks_need_io(state, parse_job(hooked))  # a host name to check: the thread pool
+    assert c.post("/v1/jobs", json=BODY, headers={**h, "Idempotency-Key": "second"}).status_code == 202
+    for body, key in ((BODY, "third"), (hooked, "fourth")):
+        full = c.post("/v1/jobs", json=body, headers={**h, "Idempotency-Key": key})
+        assert full.status_code == 503 and full.json()["type"].endswith("queue-full"), full.text
+    queue = state.queue.queue_key("smollm2-135m")
+    assert r.llen(queue) == 2 and len(r.keys("rq:job:*")) == 2 and r.keys("lantern:webhook-secret:*") == []
+    assert r.zcard(jobs_index_key("acme")) == r.zcard(active_jobs_key("acme")) == 2
+    assert r.keys("lantern:idem:*") == [f"lantern:idem:acme:{hashlib.sha256(b'second').hexdigest()}".encode()]
+    again = c.post("/v1/jobs", json=BODY, headers={**h, "Idempotency-Key": "second"})  # replayed, not refused
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true" and r.llen(queue) == 2
