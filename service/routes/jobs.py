@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from schemas.examples import openapi_examples
@@ -48,22 +48,27 @@ def list_jobs(queue: QueueDep, owner: Owner, limit: Annotated[int, Query(ge=1, l
     return JobPage(jobs=jobs, next=f"/v1/jobs?limit={limit}&offset={offset + limit}" if more else None)
 
 
+def _poll(queue, job_id: str, owner: str) -> StrictJSONResponse:
+    view = queue.view(job_id, owner)
+    if view is None:  # absent, another owner's, or expired while a long poll waited
+        raise not_found("job")
+    return StrictJSONResponse(view.model_dump(mode="json", by_alias=True), headers=_poll_headers(queue, view))
+
+
 @router.get("/{job_id}", response_model=JobView, responses=ERRORS)
-async def get_job(job_id: str, response: Response, queue: QueueDep, owner: Owner, settings: SettingsDep,
+async def get_job(job_id: str, queue: QueueDep, owner: Owner, settings: SettingsDep,
                   wait: Annotated[float, Query(ge=0, le=3600, description=(
                       "long polling: hold the request up to this many seconds (capped by max_wait_s) and "
                       "answer as soon as the job's status changes or a cancel is asked; a progress change "
                       "answers too, but no sooner than 1 s after the request (service/longpoll.py)"))] = 0
                   ) -> JobView:
-    if await run_in_threadpool(queue.fetch, job_id, owner) is None:
-        raise not_found("job")
+    """The job's status, progress and, once finished, its result. One thread-pool hop reads it (two
+    with `wait`); the view is written as is, not validated again on the way out."""
     if wait > 0:
+        if await run_in_threadpool(queue.fetch, job_id, owner) is None:
+            raise not_found("job")
         await wait_for_change(queue.redis, job_id, min(wait, settings.max_wait_s))
-    view = await run_in_threadpool(queue.view, job_id, owner)
-    if view is None:  # expired while we waited
-        raise not_found("job")
-    response.headers.update(await run_in_threadpool(_poll_headers, queue, view))
-    return view
+    return await run_in_threadpool(_poll, queue, job_id, owner)  # type: ignore[return-value]
 
 
 @router.delete("/{job_id}", status_code=202, response_model=JobView, responses=ERRORS)
