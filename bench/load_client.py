@@ -22,6 +22,8 @@ class Run:
     codes: dict[int, int] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    server_cpu_ms: float | None = None  # per request, when the caller measured the server (bench_load)
+    redis_cpu_ms: float | None = None
 
 
 def request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.registry import load_registry
@@ -43,10 +46,30 @@ def _field_errors(exc: RequestValidationError, limits: Limits) -> list[FieldErro
     return out
 
 
+def _warm(app: FastAPI) -> None:
+    """Load what the submit checks read before the first request asks: the live workers and the
+    tokenizer of every model a worker has published one for (service/tokens.py). Without it each new
+    API process (a replica, a uvicorn worker) made its first callers wait for a tokenizer load on the
+    thread pool. Redis away: nothing to load; the first submits load it instead."""
+    try:
+        app.state.queue.live_workers()
+        for model in app.state.registry:
+            app.state.tokens.load(model)
+    except RedisError as e:
+        log.warning("start-up warm-up skipped: %s", e)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    await run_in_threadpool(_warm, app)
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     limits = Limits()
     app = FastAPI(title="Lantern", version="1.0.0", default_response_class=StrictJSONResponse,  # no NaN out
+                  lifespan=_lifespan,
                   description="Explanations of language models as a service: submit a job, poll or "
                               "receive a signed webhook. Errors are RFC 9457 problem+json.",
                   docs_url=None, redoc_url=None)  # /docs from local assets instead: service/docs.py

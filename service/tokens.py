@@ -54,6 +54,10 @@ class TokenCounter:
         """Whether `model`'s tokenizer is loaded, so counting reads no Redis here."""
         return model in self._cache
 
+    def load(self, model: str) -> bool:
+        """Load `model`'s published tokenizer now (start-up: service/main.py); False: none published."""
+        return self._get(model) is not None
+
     def _get(self, model: str) -> _Loaded | None:
         """The loaded tokenizer; one older than `REFRESH_S` is checked again by a background thread
         (one at a time), so a caller never waits for Redis once a model's tokenizer is loaded."""

@@ -257,3 +257,13 @@ def test_no_live_worker_is_a_warning_and_shows_in_the_models_list(r, client):
     models = {m["id"]: m for m in client.get("/v1/models").json()["models"]}
     assert models["smollm2-135m"]["workers"] == 1 and models["smollm2-135m"]["n_layers"] == 30
     assert models["minilm-l6"]["workers"] == 0
+
+
+def test_the_api_loads_published_tokenizers_at_start(r, private_redis):
+    """A new API process loads them before its first request (service/main.py `_warm`), so its first
+    submits do not wait for a tokenizer load."""
+    publish_raw_tokenizer(r, "minilm-l6", minilm_tokenizer_json())
+    app = create_app(Settings(redis_url=private_redis.url(3)))
+    assert not app.state.tokens.cached("minilm-l6")
+    with TestClient(app):
+        assert app.state.tokens.cached("minilm-l6") and not app.state.tokens.cached("smollm2-135m")  # none published
