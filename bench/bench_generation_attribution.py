@@ -292,10 +292,9 @@ def section(data: dict) -> str:
         "",
         *agree,
         "",
-        f"Commit {data['commit']} (working tree shared with other engineers' uncommitted edits). Load average "
-        f"(1, 5, 15 min) before: {data['load_before']}; after: {data['load_after']}, on 2 cores shared with "
-        "other engineers' runs: absolute times are noisy, the ratios less so (the tools of a row ran "
-        "interleaved). What limits the figures: on a CPU every tool is bound by the same forward and "
+        f"Commit {data['commit']}. Load average (1, 5, 15 min) before: {data['load_before']}; after: "
+        f"{data['load_after']}, on {os.cpu_count()} cores (other benchmarks may share them): absolute times "
+        "move with the load, the ratios less so (the tools of a row ran interleaved). What limits the figures: on a CPU every tool is bound by the same forward and "
         "backward matrix products. Lantern's gradient methods run one forward per batch of path points "
         "over prompt + continuation and one backward per target token through that graph (logits at the "
         "target positions only); Captum's `LLMGradientAttribution` and Inseq re-run the forward per target "
@@ -303,6 +302,12 @@ def section(data: dict) -> str:
         "the backward passes both sides run. For occlusion Lantern scores all target tokens in one "
         "forward per perturbation and shares the unchanged prefix; Captum's default mode decodes the "
         "continuation token by token per perturbation, and Inseq runs one occlusion pass per target step.",
+        "",
+        "Checked by hand beside the benchmark at commit 13b8df9 (same prompt kind, a 4-token continuation): "
+        "Captum's default `LLMAttribution` mode disagrees with its own fast mode and with Lantern (r 0.94, "
+        "differences up to 5 nats) because its KV-cache decoding (`use_cached_outputs=True`) goes wrong under "
+        "transformers 5.x; with `use_cached_outputs=False` it equals Lantern within 1.5e-5. Its times are "
+        "shown as users get them.",
         "",
     ])
 
