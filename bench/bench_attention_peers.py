@@ -28,7 +28,7 @@ import torch
 
 from bench.common import fmt_s, load_smollm2, prompt_of_tokens
 
-LENGTHS = tuple(int(n) for n in os.environ.get("ATTENTION_PEERS_LENGTHS", "128,256").split(","))
+LENGTHS = tuple(int(n) for n in os.environ.get("ATTENTION_PEERS_LENGTHS", "64,128,256").split(","))
 # (extra warm-up, repeats), the same for every variant; the agreement check before them is one untimed
 # run of each variant already
 SCHEDULE = {64: (0, 2), 128: (1, 3), 256: (1, 1)}
@@ -166,9 +166,8 @@ def section(data: dict) -> str:
             lines.append(f"- {r['tokens']} tokens, {label}: weights {c['weights']:.1e} ({c['max_weights']:.2f}), "
                          f"norms {c['norms']:.1e} ({c['max_norms']:.2f}), summed norms {c['summed_norms']:.1e} "
                          f"({c['max_summed_norms']:.2f}).")
-    lines += ["", f"Commit {data['commit']} (working tree shared with other engineers' uncommitted edits). Load "
-              f"average (1, 5, 15 min) before: {data['load_before']}; after: {data['load_after']}, on 2 cores "
-              "shared with other engineers' runs. What limits the figures: the forward is the same eager "
+    lines += ["", f"Commit {data['commit']}. Load average (1, 5, 15 min) before: {data['load_before']}; after: "
+              f"{data['load_after']}, on {os.cpu_count()} cores (other benchmarks may share them). What limits the figures: the forward is the same eager "
               "forward on both sides (TransformerLens adds its hook points); the difference is the norm "
               "computation: the per-head and summed norms as written with the cache materialise heads × n × n × "
               "d_model floats per layer (9 × 256 × 256 × 576 × 4 B = 1.4 GB at 256 tokens, 5.4 GB at 512, which "
