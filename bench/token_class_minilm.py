@@ -8,8 +8,8 @@ attention-pattern classes of its 72 heads over the same sentences.
 
 from __future__ import annotations
 
-from schemas.jobs import parse_job
 from common.registry import load_registry
+from schemas.jobs import parse_job
 from workers.context import Context
 from workers.methods import attention, attention_patterns
 from workers.models.loading import load_model

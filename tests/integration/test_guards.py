@@ -17,7 +17,6 @@ from tokenizers.pre_tokenizers import Whitespace
 from schemas.jobs import parse_job
 from schemas.keys import active_jobs_key, jobs_index_key, tokenizer_digest_key, tokenizer_key
 from service import submission
-
 from service.config import Settings
 from service.guards import Guards
 from service.main import create_app
