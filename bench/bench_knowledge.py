@@ -150,9 +150,9 @@ HELD_OUT = ["The capital of Italy is", "The opposite of hot is", "The color of t
 def memoized_ig(stats: list[float]):
     """The same (prompt, target, steps, rule, layers) gives the same IG scores, so the runs with and without
     the control filter share them: each is computed once (its time appended to `stats`)."""
-    from workers.methods import knowledge_neurons
+    from workers.knowledge import neurons  # where the locate step calls it (workers/internals/ffn.py holds it)
 
-    real, cache = knowledge_neurons.fact_attributions, {}
+    real, cache = neurons.fact_attributions, {}
 
     def fact_attributions(lm, ids, target, n_steps, rule, layers=None, progress=None):
         key = (tuple(ids), tuple(target), n_steps, rule, tuple(layers) if layers else None)
@@ -162,11 +162,11 @@ def memoized_ig(stats: list[float]):
             stats.append(time.perf_counter() - t)
         return cache[key]
 
-    knowledge_neurons.fact_attributions = fact_attributions
+    neurons.fact_attributions = fact_attributions
     try:
         yield
     finally:
-        knowledge_neurons.fact_attributions = real
+        neurons.fact_attributions = real
 
 
 def held_out_suppressed(lm, neurons) -> float:
