@@ -298,8 +298,12 @@ def section(data: dict) -> str:
         "backward matrix products. Lantern's gradient methods run one forward per batch of path points "
         "over prompt + continuation and one backward per target token through that graph (logits at the "
         "target positions only); Captum's `LLMGradientAttribution` and Inseq re-run the forward per target "
-        "token (and the whole IG integral per token), so the gain grows with the continuation, bounded by "
-        "the backward passes both sides run. For occlusion Lantern scores all target tokens in one "
+        "token (and the whole IG integral per token), each over the prefix up to that token. Lantern saves "
+        "those forwards, but each of its backward passes spans the whole prompt + continuation where theirs "
+        "span the prefix: at 8 tokens the saved forwards dominate; at 32 (prompt P = 17, T = 32) the peers' "
+        "passes cover Σ(P + t) ≈ 1,040 positions against T × (P + T) = 1,568 for Lantern's backwards, so "
+        "the IG gain shrinks (1.8× → 1.4× over Captum). All T rows from P forward-mode products (one per "
+        "prompt token) instead of T backwards would remove that; not done. For occlusion Lantern scores all target tokens in one "
         "forward per perturbation and shares the unchanged prefix; Captum's default mode decodes the "
         "continuation token by token per perturbation, and Inseq runs one occlusion pass per target step.",
         "",
