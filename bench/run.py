@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,8 +37,9 @@ def main(argv: list[str]) -> None:
         argv = names()
     for name in argv:
         t0 = time.perf_counter()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         section = importlib.import_module(f"bench.bench_{name}").run()
-        stamp = f"\n_{time.strftime('%Y-%m-%d')} · {machine()} · {time.perf_counter() - t0:.0f} s_\n"
+        stamp = f"\n_{time.strftime('%Y-%m-%d')} · {machine()} · commit {commit} · {time.perf_counter() - t0:.0f} s_\n"
         (RESULTS / f"{name}.md").write_text(section.rstrip() + "\n" + stamp)
         print(f"bench {name}: done", flush=True)
     parts = ["# Benchmarks\n", "Written by `make bench` (bench/run.py). Medians of repeated runs; peers run in the "
