@@ -100,7 +100,7 @@ def run() -> str:
         "unembedding at every position is ~12% of a forward). The structural gains are elsewhere and not "
         "in this table: a multi-token target costs one forward per batch plus one backward per target "
         "token, where Captum's LLMAttribution re-runs the whole integral per target token; `n_steps: auto` "
-        "stops when completeness is met; on a GPU, bf16 and memory-sized batches (see the CUDA section).",
+        "stops when completeness is met; on a GPU, bf16 and memory-sized batches (`bench/gpu_check.py`, to run when a GPU is lent).",
         "",
         "### Service overhead (submit → finished over HTTP, real Redis and worker)",
         "",
