@@ -179,9 +179,8 @@ def section(data: dict) -> str:
         lines.append(f"- \"{c['prompt']}\": Pearson r {c['r']:.5f}, largest |Δ| {c['max_rel']:.1%} of the max "
                      f"score; coarse neurons (> 0.2 × max) Lantern {c['coarse_lantern']}, package "
                      f"{c['coarse_package']}, common {c['coarse_common']}.")
-    lines += ["", f"Commit {data['commit']} (working tree shared with other engineers' uncommitted edits). Load "
-              f"average (1, 5, 15 min) before: {data['load_before']}; after: {data['load_after']}, on 2 cores "
-              "shared with other engineers' runs. What limits the comparison: the package supports BERT, GPT-2 "
+    lines += ["", f"Commit {data['commit']}. Load average (1, 5, 15 min) before: {data['load_before']}; after: "
+              f"{data['load_after']}, on {os.cpu_count()} cores (other benchmarks may share them). What limits the comparison: the package supports BERT, GPT-2 "
               "and GPT-Neo by name; on SmolLM2 it runs through attribute paths a user sets (above), and its "
               "`model_type=\"gpt\"` path handles the single-token answers here (its multi-token loop appends "
               "the greedy token, not the answer's); its quadrature (uniform weights on both endpoints) differs "
