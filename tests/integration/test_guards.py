@@ -63,6 +63,7 @@ def test_rate_limit_through_the_api(r, db):
     assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]
     res = c.get("/v1/jobs", headers={"Authorization": "Bearer ka"})
     assert res.headers["content-type"] == "application/problem+json" and int(res.headers["retry-after"]) >= 1
+    assert c.get("/v1/models", headers={"Authorization": "Bearer ka"}).status_code == 429  # every route with a key
     assert c.get("/v1/jobs", headers={"Authorization": "Bearer kb"}).status_code == 200
 
 
