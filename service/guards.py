@@ -61,6 +61,9 @@ SLOT_GRACE_S = 60  # a slot whose job hash never appeared (the submit died) is f
 # A refusal undoes the earlier steps, and a staged enqueue (ARGV[10] = '1': the commands before this
 # script in its MULTI pushed the job onto the queue and wrote KEYS[4..]): the job leaves the queue
 # (LREM from the tail, where it is) and KEYS[4..] (its RQ hash, its webhook secret) are deleted.
+# A staged job already holding its slot is this transaction sent again (redis-py retries a pipeline
+# whose reply was lost): the first run admitted it, so the second push is dropped and nothing else is
+# undone (else an Idempotency-Key would read as a replay and delete the job the first run enqueued).
 # KEYS: idempotency key, slot set, queue, staged keys. ARGV: job id, record, record TTL, now, limit
 # (0: no slot), slot TTL, grace, RQ job key prefix, max depth (0: no check), staged. Returns
 # {'ok', n}, {'replay', earlier record}, {'busy', live}, {'full', depth}.
@@ -74,6 +77,12 @@ local function refuse(outcome, value)
     for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
   end
   return {outcome, value}
+end
+if staged and limit > 0 and redis.call('ZSCORE', slots, job_id) then
+  -- this very transaction ran before (a client retry after a lost EXEC reply sends it again): it was
+  -- admitted then, so only the second push goes
+  redis.call('LREM', queue, -1, job_id)
+  return {'ok', redis.call('ZCARD', slots)}
 end
 if idem ~= '' and not redis.call('SET', idem, ARGV[2], 'NX', 'EX', ARGV[3]) then
   return refuse('replay', redis.call('GET', idem))

@@ -139,3 +139,28 @@ def test_a_submit_refused_at_admission_leaves_nothing_behind(r, db):
     assert r.keys("lantern:idem:*") == [f"lantern:idem:acme:{hashlib.sha256(b'second').hexdigest()}".encode()]
     again = c.post("/v1/jobs", json=BODY, headers={**h, "Idempotency-Key": "second"})  # replayed, not refused
     assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true" and r.llen(queue) == 2
+
+
+def test_a_submit_transaction_sent_twice_enqueues_the_job_once(r, db):
+    """redis-py retries a pipeline whose reply was lost, sending the same MULTI again: the admission
+    sees its own slot and drops the second push; with an Idempotency-Key it must not read as a replay
+    and take back the job the first run enqueued (service/guards.py)."""
+    c = _client(db)
+    state = c.app.state  # type: ignore[attr-defined]
+    body = parse_job(BODY)
+    with r.pipeline(transaction=True) as pipe:
+        staged, admission = submission._stage(state, pipe, body, "acme", "once")
+        stack = list(pipe.command_stack)
+        first = pipe.execute()
+    with r.pipeline(transaction=True) as pipe:  # the same commands, as the retry sends them
+        pipe.multi()
+        for args, options in stack:
+            pipe.execute_command(*args, **options)
+        second = pipe.execute()
+    for results in (first, second):
+        assert not state.guards.claim_of(admission, results).replay
+        view, _ = state.queue.enqueued(staged, results)
+        assert view.id == staged.job.id and view.queue_position == 0
+    queue = state.queue.queue_key("smollm2-135m")
+    assert r.lrange(queue, 0, -1) == [staged.job.id.encode()] and r.exists(staged.job.key)
+    assert r.zcard(jobs_index_key("acme")) == r.zcard(active_jobs_key("acme")) == 1
