@@ -14,16 +14,12 @@ already seconds. `read()` is always fresh (`GET /v1/models`, `/readyz`, the metr
 from __future__ import annotations
 
 import json
-import logging
-import threading
 import time
 
 from redis import Redis
-from redis.exceptions import RedisError
 
 from schemas.keys import WORKER_PATTERN
-
-log = logging.getLogger("lantern.api")
+from service.refresh import Refresher
 
 CACHE_S = 1.0
 SCAN_COUNT = 1000  # keys a SCAN step looks at: each step blocks Redis ~1 ms on a keyspace of many jobs
@@ -33,7 +29,7 @@ class Heartbeats:
     def __init__(self, connection: Redis):
         self.redis = connection
         self._snapshot: tuple[float, list[dict]] = (float("-inf"), [])
-        self._reading = threading.Lock()  # one background refresh at a time
+        self._refresher = Refresher(self.read, "heartbeats")
 
     def read(self) -> list[dict]:
         """Every live worker's facts, each with `model_ids`."""
@@ -58,17 +54,9 @@ class Heartbeats:
         found = [w for w in workers if model in w["model_ids"]]
         if not found:
             return [w for w in self.read() if model in w["model_ids"]]
-        if time.monotonic() - taken >= CACHE_S and self._reading.acquire(blocking=False):
-            threading.Thread(target=self._refresh, name="lantern-heartbeats", daemon=True).start()
+        if time.monotonic() - taken >= CACHE_S:
+            self._refresher.start()
         return found
-
-    def _refresh(self) -> None:
-        try:
-            self.read()
-        except RedisError as e:  # the snapshot stays; the next caller past CACHE_S tries again
-            log.warning("live workers not refreshed: %s", e)
-        finally:
-            self._reading.release()
 
     def facts(self, model: str) -> dict | None:
         """The facts a live worker publishes for `model` (`LM.facts()`); None: no live worker holds it."""

@@ -11,21 +11,18 @@ count reads no Redis on the submit path (which may run on the event loop: servic
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from dataclasses import dataclass
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from redis import Redis
-from redis.exceptions import RedisError
 from tokenizers import Tokenizer
 
 from schemas.common import MAX_PROMPT_CHARS, FieldError, TextInput
 from schemas.keys import tokenizer_digest_key, tokenizer_key
 from schemas.limits import Limits, over
-
-log = logging.getLogger("lantern.api")
+from service.refresh import Refresher
 
 REFRESH_S = 30.0
 # A chat is refused before tokenizing once its rendering is longer than a prompt may be: 64 turns
@@ -48,7 +45,7 @@ class TokenCounter:
         self._cache: dict[str, _Loaded] = {}
         self._jinja = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         self._last = threading.local()
-        self._refreshing = threading.Lock()  # one background refresh at a time
+        self._refresher = Refresher(self._load, "tokenizer")
 
     def cached(self, model: str) -> bool:
         """Whether `model`'s tokenizer is loaded, so counting reads no Redis here."""
@@ -64,17 +61,9 @@ class TokenCounter:
         cached = self._cache.get(model)
         if cached is None:
             return self._load(model)
-        if time.monotonic() - cached.checked_at >= REFRESH_S and self._refreshing.acquire(blocking=False):
-            threading.Thread(target=self._refresh, args=(model,), name="lantern-tokenizer", daemon=True).start()
+        if time.monotonic() - cached.checked_at >= REFRESH_S:
+            self._refresher.start(model)
         return cached
-
-    def _refresh(self, model: str) -> None:
-        try:
-            self._load(model)
-        except RedisError as e:  # the loaded one stays; the next caller past REFRESH_S tries again
-            log.warning("tokenizer of %s not refreshed: %s", model, e)
-        finally:
-            self._refreshing.release()
 
     def _load(self, model: str) -> _Loaded | None:
         """Read the published tokenizer's digest, and the tokenizer when it changed."""
