@@ -71,13 +71,14 @@ def _utc(dt: datetime | None) -> datetime | None:
 @dataclass
 class Staged:
     """A job `JobQueue.stage` queued on a pipeline: the RQ job, the keys its enqueue writes (an
-    admission refusal deletes them), and where `record`'s answer is among the pipeline's results."""
+    admission refusal deletes them), the request and its JSON (the webhook secret included: what an
+    Idempotency-Key's fingerprint covers)."""
 
     job: Job
     keys: list[str]
     request: JobBase
     owner: str
-    record_index: int | None = None
+    payload: dict
 
 
 class JobQueue:
@@ -121,37 +122,37 @@ class JobQueue:
         payload = request.model_dump(mode="json")
         settings = self.settings
         queue = self._queue(request.model)
-        written = []
+        args, written = payload, []
         if payload.get("webhook") and payload["webhook"].get("secret"):
-            # The secret stays out of the payload (queue readers, dashboards, logs see payloads); the
-            # webhook worker reads it from its own key, which expires with the job.
-            secret = payload["webhook"].pop("secret")
+            # The secret stays out of the job's payload (queue readers, dashboards, logs see payloads);
+            # the webhook worker reads it from its own key, which expires with the job.
+            hook = dict(payload["webhook"])
+            secret = hook.pop("secret")
+            args = {**payload, "webhook": hook}
             written.append(webhook_secret_key(job_id))
             pipe.set(written[-1], secret, ex=max(settings.result_ttl_s, settings.failure_ttl_s) + settings.queued_ttl_s)
         job = queue.enqueue_call(
-            TASK, args=(payload,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
+            TASK, args=(args,), job_id=job_id, timeout=KINDS[request.kind].timeout_s,  # type: ignore[attr-defined]
             result_ttl=settings.result_ttl_s, failure_ttl=settings.failure_ttl_s,
             ttl=settings.queued_ttl_s, description=f"{request.kind} on {request.model}",  # type: ignore[attr-defined]
             meta={"owner": owner, "kind": request.kind, "model": request.model},  # type: ignore[attr-defined]
             pipeline=pipe,
         )
-        return Staged(job, [job.key, *written], request, owner)
+        return Staged(job, [job.key, *written], request, owner, payload)
 
     def record(self, pipe, staged: Staged) -> None:
-        """Queue the record of a staged job on `pipe` (see `_RECORD`); the last command of the MULTI."""
+        """Queue the record of a staged job on `pipe` (see `_RECORD`): the last command of the MULTI,
+        where `enqueued` reads its answer."""
         request, settings = staged.request, self.settings
         # EVAL, not EVALSHA: a pipeline would check SCRIPT EXISTS first (one more round trip)
         pipe.eval(_RECORD, 4, jobs_index_key(staged.owner), self._queue(request.model).key,
                   run_seconds_key(request.model), staged.job.key, staged.job.id, time.time(),
                   settings.jobs_index_size, max(settings.result_ttl_s, settings.failure_ttl_s),
                   request.kind)  # type: ignore[attr-defined]
-        staged.record_index = len(pipe) - 1
 
     def enqueued(self, staged: Staged, results: list) -> tuple[JobView, int]:
         """The view of a staged job from its MULTI's `results`, and its Retry-After."""
-        if staged.record_index is None:
-            raise RuntimeError("stage() without record()")
-        length, avg = results[staged.record_index]  # the job is the last: position = length - 1
+        length, avg = results[-1]  # `record`'s answer; the job is the last: position = length - 1
         view = self.view_of(staged.job, position=length - 1)
         return view, self._retry_after(view, avg)
 

@@ -131,7 +131,7 @@ def _stage(state, pipe, body: JobBase, owner: str, idempotency_key: str | None) 
     queue = state.queue
     pipe.multi()  # before any command: RQ's enqueue joins this transaction
     staged = queue.stage(pipe, body, owner, uuid.uuid4().hex)
-    admission = state.guards.stage_admission(pipe, owner, idempotency_key, body.model_dump(mode="json"),
+    admission = state.guards.stage_admission(pipe, owner, idempotency_key, staged.payload,
                                              queue=(body.model, queue.queue_key(body.model)),
                                              job_id=staged.job.id, staged=staged.keys)
     queue.record(pipe, staged)
